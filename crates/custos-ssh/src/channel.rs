@@ -1,0 +1,613 @@
+//! Channel tasks: each user channel gathers its requests, resolves the target (by login name
+//! or the menu), opens the matching channel on the target and pumps bytes both ways.
+//!
+//! The two directions run as two futures joined in one task, so a slow reader on one side
+//! never stalls the other direction. Every chunk is handed to the recorder as the same
+//! reference-counted buffer that is forwarded: the pump copies nothing.
+
+use bytes::Bytes;
+use custos_core::EndReason;
+use custos_recording::EventKind;
+use custos_transfer::{FileOp, ScpAudit, SftpAudit};
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::gateway::ConnShared;
+use crate::local::PtyParams;
+use crate::session::LiveSession;
+use crate::target::{StartRequest, TargetChannel, TargetEvent};
+
+/// Requests the handler routes to a channel task.
+pub(crate) enum ChanReq {
+    Pty(PtyParams, Vec<(Pty, u32)>),
+    Env {
+        name: String,
+        value: String,
+        allowed: bool,
+    },
+    Start(StartRequest),
+    Resize(u32, u32),
+    Signal(String),
+    Refused(String),
+}
+
+type UserWrite = ChannelWriteHalf<Msg>;
+
+/// Writes a gateway message to the user on stderr (or stdout on a terminal, where both show).
+async fn tell(w: &UserWrite, text: &str) {
+    let line = format!("custos: {text}\r\n");
+    let _ = w.extended_data_bytes(1, Bytes::from(line)).await;
+}
+
+/// Refuses a channel with a message and exit status 1.
+async fn refuse(w: &UserWrite, text: &str) {
+    tell(w, text).await;
+    let _ = w.exit_status(1).await;
+    let _ = w.eof().await;
+    let _ = w.close().await;
+}
+
+pub(crate) async fn run_session_channel(
+    shared: Arc<ConnShared>,
+    channel: Channel<Msg>,
+    mut reqs: mpsc::UnboundedReceiver<ChanReq>,
+) {
+    let (mut uread, uwrite) = channel.split();
+    let mut pty: Option<(PtyParams, Vec<(Pty, u32)>)> = None;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<ChanReq> = Vec::new();
+    let start = loop {
+        match reqs.recv().await {
+            Some(ChanReq::Pty(p, m)) => pty = Some((p, m)),
+            Some(ChanReq::Env {
+                name,
+                value,
+                allowed,
+            }) => {
+                if allowed {
+                    env.push((name, value));
+                }
+            }
+            Some(ChanReq::Start(s)) => break s,
+            Some(ChanReq::Resize(c, r)) => {
+                if let Some((p, _)) = pty.as_mut() {
+                    p.cols = c;
+                    p.rows = r;
+                }
+            }
+            Some(other) => pending.push(other),
+            None => return,
+        }
+    };
+    let Some(login) = shared.login() else {
+        return refuse(&uwrite, "not authenticated").await;
+    };
+    if let Some(r) = &login.refusal {
+        return refuse(&uwrite, r).await;
+    }
+    let target = match &login.requested_target {
+        Some(t) => t.clone(),
+        None => {
+            if let Some(Ok(s)) = shared.session.get() {
+                s.target.name.to_string()
+            } else if pty.is_some() && matches!(start, StartRequest::Shell) {
+                match crate::channel::menu(&shared, &mut uread, &uwrite).await {
+                    Some(t) => t,
+                    None => {
+                        let _ = uwrite.eof().await;
+                        let _ = uwrite.close().await;
+                        return;
+                    }
+                }
+            } else {
+                let names = granted_names(&shared).await;
+                let msg = format!(
+                    "no target chosen: connect as {user}:TARGET@gateway (your targets: {names})",
+                    user = login.user.name
+                );
+                return refuse(&uwrite, &msg).await;
+            }
+        }
+    };
+    let session = match shared.session(&target).await {
+        Ok(s) => s,
+        Err(e) => return refuse(&uwrite, &e).await,
+    };
+    let ch = session.allocate_channel();
+    let (pty_params, modes) = match &pty {
+        Some((p, m)) => (Some(p.clone()), m.clone()),
+        None => (None, Vec::new()),
+    };
+    let rec_ok = session
+        .record(
+            ch,
+            EventKind::ChannelOpen {
+                kind: "session".into(),
+            },
+        )
+        .await;
+    if let Some(p) = &pty_params {
+        session
+            .record(
+                ch,
+                EventKind::PtyRequest {
+                    term: p.term.clone(),
+                    cols: clamp16(p.cols),
+                    rows: clamp16(p.rows),
+                },
+            )
+            .await;
+    }
+    for (k, v) in &env {
+        session
+            .record(
+                ch,
+                EventKind::Env {
+                    name: k.clone(),
+                    value: Bytes::from(v.clone()),
+                },
+            )
+            .await;
+    }
+    let start_event = match &start {
+        StartRequest::Shell => EventKind::Shell,
+        StartRequest::Exec(c) => EventKind::Exec { command: c.clone() },
+        StartRequest::Subsystem(s) => EventKind::Subsystem { name: s.clone() },
+    };
+    if !(rec_ok && session.record(ch, start_event).await) {
+        return refuse(
+            &uwrite,
+            "the session cannot be recorded; refusing to continue without a recording",
+        )
+        .await;
+    }
+    for r in pending {
+        if let ChanReq::Refused(what) = r {
+            session
+                .record(ch, EventKind::Note(format!("refused {what}")))
+                .await;
+            warn!(session = %session.id, "{what} refused");
+        }
+    }
+    match &start {
+        StartRequest::Exec(c) => {
+            info!(session = %session.id, command = %String::from_utf8_lossy(c), "exec")
+        }
+        StartRequest::Subsystem(s) => info!(session = %session.id, subsystem = %s, "subsystem"),
+        StartRequest::Shell => info!(session = %session.id, pty = pty_params.is_some(), "shell"),
+    }
+    let tchan = match session
+        .conn
+        .open_session(pty_params.as_ref(), &modes, &env, &start)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            session
+                .record(
+                    ch,
+                    EventKind::Note(format!("target refused the channel: {e}")),
+                )
+                .await;
+            return refuse(&uwrite, &e.to_string()).await;
+        }
+    };
+    let audit = match &start {
+        StartRequest::Subsystem(s) if s == "sftp" => Some(Audit::Sftp(SftpAudit::new())),
+        StartRequest::Exec(c) => ScpAudit::from_exec(c).map(Audit::Scp),
+        _ => None,
+    }
+    .map(Mutex::new);
+    pump(
+        &shared,
+        &session,
+        ch,
+        (uread, uwrite),
+        tchan,
+        reqs,
+        audit.as_ref(),
+    )
+    .await;
+}
+
+fn clamp16(v: u32) -> u16 {
+    v.min(u16::MAX as u32) as u16
+}
+
+async fn granted_names(shared: &ConnShared) -> String {
+    let Some(login) = shared.login() else {
+        return String::new();
+    };
+    match shared.ctx.store.targets_for_user(&login.user.name).await {
+        Ok(t) if !t.is_empty() => t
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "none".into(),
+    }
+}
+
+/// A file-transfer protocol decoder running beside a channel.
+enum Audit {
+    Sftp(SftpAudit),
+    Scp(ScpAudit),
+}
+
+impl Audit {
+    fn client(&mut self, d: &[u8]) -> Vec<FileOp> {
+        match self {
+            Audit::Sftp(a) => a.client_bytes(d),
+            Audit::Scp(a) => a.client_bytes(d),
+        }
+    }
+    fn server(&mut self, d: &[u8]) -> Vec<FileOp> {
+        match self {
+            Audit::Sftp(a) => a.server_bytes(d),
+            Audit::Scp(a) => a.server_bytes(d),
+        }
+    }
+    fn finish(&mut self) -> Vec<FileOp> {
+        match self {
+            Audit::Sftp(a) => a.finish(),
+            Audit::Scp(a) => a.finish(),
+        }
+    }
+}
+
+async fn record_ops(session: &LiveSession, ch: u32, ops: Vec<FileOp>) {
+    for op in ops {
+        info!(session = %session.id, op = op.op, path = %op.path, to = op.target_path.as_deref().unwrap_or(""), bytes = op.bytes, status = %op.status, "file transfer");
+        session
+            .record(
+                ch,
+                EventKind::Sftp {
+                    op: op.op.to_string(),
+                    path: op.path,
+                    target_path: op.target_path,
+                    bytes: op.bytes,
+                    status: op.status,
+                },
+            )
+            .await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Moves bytes both ways until both sides are done or the session is stopped.
+async fn pump(
+    shared: &ConnShared,
+    session: &Arc<LiveSession>,
+    ch: u32,
+    (mut uread, uwrite): (russh::ChannelReadHalf, UserWrite),
+    tchan: TargetChannel,
+    mut reqs: mpsc::UnboundedReceiver<ChanReq>,
+    audit: Option<&Mutex<Audit>>,
+) {
+    let handle = shared.handle.get();
+    let backlog = &shared.backlog;
+    let TargetChannel { input, mut events } = tchan;
+    let mut stop_up = session.stop.subscribe();
+    let mut stop_down = session.stop.subscribe();
+    let uwrite = &uwrite;
+    let input = &input;
+
+    // User to target.
+    let up = async {
+        loop {
+            tokio::select! {
+                msg = uread.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) => {
+                        session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if let Some(a) = audit {
+                            let ops = lock(a).client(&data);
+                            record_ops(session, ch, ops).await;
+                        }
+                        if !session.record(ch, EventKind::Input(data.clone())).await {
+                            break;
+                        }
+                        let n = data.len() as i64;
+                        let sent = input.data(data).await;
+                        backlog.fetch_sub(n, Ordering::Relaxed);
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::Eof) => {
+                        session.record(ch, EventKind::Eof { from_user: true }).await;
+                        input.eof().await;
+                    }
+                    Some(ChannelMsg::Close) | None => {
+                        input.close().await;
+                        break;
+                    }
+                    Some(_) => {}
+                },
+                req = reqs.recv() => match req {
+                    Some(ChanReq::Resize(c, r)) => {
+                        session.record(ch, EventKind::Resize { cols: clamp16(c), rows: clamp16(r) }).await;
+                        input.resize(c, r).await;
+                    }
+                    Some(ChanReq::Signal(s)) => {
+                        session.record(ch, EventKind::Note(format!("signal {s} sent by the user"))).await;
+                        input.signal(&s).await;
+                    }
+                    Some(ChanReq::Refused(what)) => {
+                        session.record(ch, EventKind::Note(format!("refused {what}"))).await;
+                    }
+                    Some(_) => {}
+                    None => {
+                        // The connection's handler is gone; keep reading the channel until it closes.
+                        std::future::pending::<()>().await;
+                    }
+                },
+                _ = async { let _ = stop_up.wait_for(|r| r.is_some()).await; } => break,
+            }
+        }
+    };
+
+    // Target to user.
+    let down = async {
+        let mut closed_by_target = false;
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(TargetEvent::Data(d)) => {
+                        session.bytes_out.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if let Some(a) = audit {
+                            let ops = lock(a).server(&d);
+                            record_ops(session, ch, ops).await;
+                        }
+                        if !session.record(ch, EventKind::Output(d.clone())).await {
+                            break;
+                        }
+                        if uwrite.data_bytes(d).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(TargetEvent::Stderr(d)) => {
+                        session.bytes_out.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if !session.record(ch, EventKind::Stderr(d.clone())).await {
+                            break;
+                        }
+                        if uwrite.extended_data_bytes(1, d).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(TargetEvent::Eof) => {
+                        session.record(ch, EventKind::Eof { from_user: false }).await;
+                        let _ = uwrite.eof().await;
+                    }
+                    Some(TargetEvent::ExitStatus(s)) => {
+                        session.set_exit_status(s);
+                        session.record(ch, EventKind::ExitStatus(s)).await;
+                        let _ = uwrite.exit_status(s).await;
+                    }
+                    Some(TargetEvent::ExitSignal { signal, core_dumped, message }) => {
+                        session
+                            .record(ch, EventKind::ExitSignal { signal: signal.clone(), core_dumped, message: message.clone() })
+                            .await;
+                        if let Some(h) = handle {
+                            let _ = h
+                                .exit_signal_request(uwrite.id(), crate::target::sig_from_name(&signal), core_dumped, message, "en".into())
+                                .await;
+                        }
+                    }
+                    Some(TargetEvent::Closed) | None => {
+                        closed_by_target = true;
+                        break;
+                    }
+                },
+                _ = async { let _ = stop_down.wait_for(|r| r.is_some()).await; } => break,
+            }
+        }
+        closed_by_target
+    };
+
+    // The channel is over when the target side is done. If the user closes first, the target
+    // gets a moment to answer the close so its exit status is still recorded.
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut down => {}
+        _ = &mut up => {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut down).await;
+        }
+    }
+    if let Some(reason) = session.stop_reason() {
+        let text = match &reason {
+            EndReason::RecordingFailed(e) => {
+                format!("session ended: the recording could not be written ({e})")
+            }
+            EndReason::Killed(r) => format!("session ended by an administrator: {r}"),
+            other => format!("session ended: {other}"),
+        };
+        tell(uwrite, &text).await;
+        input.close().await;
+    }
+    if let Some(a) = audit {
+        let ops = lock(a).finish();
+        record_ops(session, ch, ops).await;
+    }
+    session.record(ch, EventKind::ChannelClose).await;
+    let _ = uwrite.eof().await;
+    let _ = uwrite.close().await;
+}
+
+/// A direct-tcpip (local port forwarding) channel: allowed only where the target permits it,
+/// and recorded with its destination either way.
+pub(crate) async fn run_forward_channel(
+    shared: Arc<ConnShared>,
+    channel: Channel<Msg>,
+    reply: russh::server::ChannelOpenHandle,
+    host: String,
+    port: u32,
+    originator: String,
+    originator_port: u32,
+) {
+    let Some(login) = shared.login() else { return };
+    if login.refusal.is_some() {
+        return reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
+    let target = match (&login.requested_target, shared.session.get()) {
+        (Some(t), _) => t.clone(),
+        (None, Some(Ok(s))) => s.target.name.to_string(),
+        _ => {
+            warn!(user = %login.user.name, host, port, "port forward refused: no target chosen");
+            return reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        }
+    };
+    let session = match shared.session(&target).await {
+        Ok(s) => s,
+        Err(_) => return reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
+    };
+    let ch = session.allocate_channel();
+    let allowed = session.target.allow_port_forwarding;
+    let ev = EventKind::PortForward {
+        host: host.clone(),
+        port,
+        originator: originator.clone(),
+        originator_port,
+        allowed,
+    };
+    if !session.record(ch, ev).await || !allowed {
+        warn!(session = %session.id, host, port, "port forward refused by policy");
+        return reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
+    info!(session = %session.id, host, port, "port forward");
+    let tchan = match session
+        .conn
+        .open_direct_tcpip(&host, port, &originator, originator_port)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            session.record(ch, EventKind::Note(e.to_string())).await;
+            return reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+        }
+    };
+    reply.accept().await;
+    let (uread, uwrite) = channel.split();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    pump(&shared, &session, ch, (uread, uwrite), tchan, rx, None).await;
+}
+
+/// The target menu shown to a user who logged in without naming a target. Returns the chosen
+/// target, or `None` if the user left.
+pub(crate) async fn menu(
+    shared: &Arc<ConnShared>,
+    uread: &mut russh::ChannelReadHalf,
+    uwrite: &UserWrite,
+) -> Option<String> {
+    let login = shared.login()?;
+    let targets = shared
+        .ctx
+        .store
+        .targets_for_user(&login.user.name)
+        .await
+        .unwrap_or_default();
+    let say = |s: String| async move {
+        let _ = uwrite.data_bytes(Bytes::from(s)).await;
+    };
+    if targets.is_empty() {
+        say(format!(
+            "custos: user '{}' has no targets granted; ask an administrator\r\n",
+            login.user.name
+        ))
+        .await;
+        let _ = uwrite.exit_status(1).await;
+        return None;
+    }
+    let mut text = format!("Custos — targets for {}:\r\n", login.user.name);
+    for (i, t) in targets.iter().enumerate() {
+        let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!(
+            "  {:>2}) {:<24} {}@{}\r\n",
+            i + 1,
+            t.name,
+            t.login(),
+            describe(t)
+        ));
+        if !labels.is_empty() {
+            text.push_str(&format!("      {}\r\n", labels.join(" ")));
+        }
+    }
+    say(text).await;
+    let mut line = String::new();
+    loop {
+        say("Choose a target (number or name, q to quit): ".into()).await;
+        line.clear();
+        loop {
+            let data = match uread.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    shared
+                        .backlog
+                        .fetch_sub(data.len() as i64, Ordering::Relaxed);
+                    data
+                }
+                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => return None,
+                Some(_) => continue,
+            };
+            let mut done = false;
+            for &b in data.iter() {
+                match b {
+                    b'\r' | b'\n' => {
+                        done = true;
+                        break;
+                    }
+                    0x7f | 0x08 if line.pop().is_some() => say("\x08 \x08".into()).await,
+                    0x03 | 0x04 => {
+                        say("\r\n".into()).await;
+                        return None;
+                    }
+                    b if (0x20..0x7f).contains(&b) && line.len() < 128 => {
+                        line.push(b as char);
+                        say((b as char).to_string()).await;
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        say("\r\n".into()).await;
+        let choice = line.trim();
+        if choice.eq_ignore_ascii_case("q") {
+            return None;
+        }
+        let picked = choice
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| targets.get(i))
+            .or_else(|| targets.iter().find(|t| t.name.as_str() == choice));
+        match picked {
+            Some(t) => {
+                say(format!("Connecting to {} ...\r\n", t.name)).await;
+                return Some(t.name.to_string());
+            }
+            None if choice.is_empty() => {}
+            None => say(format!("No target '{choice}' in your list.\r\n")).await,
+        }
+    }
+}
+
+fn describe(t: &custos_core::TargetRecord) -> String {
+    match &t.kind {
+        custos_core::TargetKind::Ssh { host, port, .. } => format!("{host}:{port}"),
+        custos_core::TargetKind::Local { .. } => "this gateway host".into(),
+    }
+}

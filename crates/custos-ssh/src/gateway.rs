@@ -1,0 +1,833 @@
+//! The russh server: accepts connections, authenticates users, routes channel requests to
+//! their channel tasks, and opens and closes user sessions.
+
+use custos_core::{EndReason, Id, Name, Secret, SessionState, TargetRecord, UserRecord};
+use custos_recording::{Metadata, Recorder, RecordingKeys};
+use custos_store::Store;
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId, MethodKind, MethodSet, Pty};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, mpsc};
+use tracing::{error, info, warn};
+
+use crate::channel::{self, ChanReq};
+use crate::limiter::{AuthLimiter, AuthLimits, Blocked};
+use crate::local::PtyParams;
+use crate::session::{LiveRegistry, LiveSession};
+use crate::target::{self, StartRequest};
+
+/// Settings of the SSH front door.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// How long connecting and authenticating to a target may take.
+    pub connect_timeout: Duration,
+    /// Environment variables passed to targets; a trailing `*` matches a prefix.
+    pub env_allow: Vec<String>,
+    pub auth_limits: AuthLimits,
+    /// Where recordings are written.
+    pub recordings_dir: PathBuf,
+    /// Delay before a failed authentication is answered.
+    pub auth_rejection_time: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            connect_timeout: Duration::from_secs(10),
+            env_allow: vec!["LANG".into(), "LC_*".into(), "TZ".into()],
+            auth_limits: AuthLimits::default(),
+            recordings_dir: PathBuf::from("recordings"),
+            auth_rejection_time: Duration::from_millis(500),
+        }
+    }
+}
+
+pub(crate) struct Ctx {
+    pub store: Store,
+    pub keys: Arc<RecordingKeys>,
+    pub config: GatewayConfig,
+    pub limiter: Mutex<AuthLimiter>,
+    pub live: LiveRegistry,
+}
+
+/// The gateway: everything needed to serve SSH connections.
+pub struct Gateway {
+    ctx: Arc<Ctx>,
+    host_key: PrivateKey,
+}
+
+/// A password hash that never verifies, used so unknown users cost the same as known ones.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000";
+
+impl Gateway {
+    pub fn new(
+        store: Store,
+        keys: Arc<RecordingKeys>,
+        host_key: PrivateKey,
+        config: GatewayConfig,
+    ) -> Gateway {
+        let limiter = Mutex::new(AuthLimiter::new(config.auth_limits.clone()));
+        Gateway {
+            ctx: Arc::new(Ctx {
+                store,
+                keys,
+                config,
+                limiter,
+                live: LiveRegistry::default(),
+            }),
+            host_key,
+        }
+    }
+
+    /// The sessions running in this process.
+    pub fn live(&self) -> LiveRegistry {
+        self.ctx.live.clone()
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves; then ends every live
+    /// session and waits (briefly) for their recordings to be sealed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let config = Arc::new(russh::server::Config {
+            server_id: russh::SshId::Standard("SSH-2.0-Custos".into()),
+            methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..]),
+            auth_rejection_time: self.ctx.config.auth_rejection_time,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![self.host_key.clone()],
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 4,
+            window_size: WINDOW,
+            maximum_packet_size: 32 * 1024,
+            // The session loop must never wait on a channel queue (see `adjust_window`).
+            channel_buffer_size: 1 << 20,
+            max_auth_attempts: 6,
+            nodelay: true,
+            ..Default::default()
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (socket, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = socket.set_nodelay(true);
+                    let ctx = self.ctx.clone();
+                    let config = config.clone();
+                    tasks.spawn(async move { serve_connection(ctx, config, socket, peer).await });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        info!("shutting down: ending live sessions");
+        self.ctx.live.stop_all(EndReason::Shutdown);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    }
+}
+
+async fn serve_connection(
+    ctx: Arc<Ctx>,
+    config: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let shared = Arc::new(ConnShared {
+        ctx: ctx.clone(),
+        peer,
+        login: Mutex::new(None),
+        session: OnceCell::new(),
+        handle: std::sync::OnceLock::new(),
+        backlog: std::sync::atomic::AtomicI64::new(0),
+    });
+    let handler = Conn {
+        shared: shared.clone(),
+        channels: HashMap::new(),
+    };
+    match russh::server::run_stream(config, socket, handler).await {
+        Ok(running) => {
+            let _ = shared.handle.set(running.handle());
+            if let Err(e) = running.await {
+                info!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        }
+        Err(e) => info!(peer = %peer, error = %e, "SSH handshake failed"),
+    }
+    shared.finish().await;
+}
+
+/// Who logged in on a connection and what they asked for.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub user: UserRecord,
+    pub requested_target: Option<String>,
+    /// Set when the user authenticated but may not proceed (locked, expired); shown to them.
+    pub refusal: Option<String>,
+}
+
+/// State shared by a connection's handler and its channel tasks.
+pub(crate) struct ConnShared {
+    pub ctx: Arc<Ctx>,
+    pub peer: SocketAddr,
+    pub login: Mutex<Option<Login>>,
+    /// The session, created by the first channel that needs the target.
+    pub session: OnceCell<Result<Arc<LiveSession>, String>>,
+    pub handle: std::sync::OnceLock<russh::server::Handle>,
+    /// Bytes received from the user and not yet handed to the target (see `adjust_window`).
+    pub backlog: std::sync::atomic::AtomicI64,
+}
+
+/// The receive window offered to clients while the pump keeps up.
+const WINDOW: u32 = 2 * 1024 * 1024;
+/// The window offered while more than `BACKLOG_HIGH` bytes wait for the target.
+const WINDOW_THROTTLED: u32 = 2;
+/// Backlog above which the client's window is throttled.
+const BACKLOG_HIGH: i64 = 4 * 1024 * 1024;
+
+impl ConnShared {
+    pub fn login(&self) -> Option<Login> {
+        self.login.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Returns the session for `target`, opening it on first use. Errors are user-facing text.
+    pub async fn session(self: &Arc<Self>, target: &str) -> Result<Arc<LiveSession>, String> {
+        self.session
+            .get_or_init(|| async { self.open_session(target).await })
+            .await
+            .clone()
+    }
+
+    async fn open_session(self: &Arc<Self>, target: &str) -> Result<Arc<LiveSession>, String> {
+        let login = self.login().ok_or("not authenticated")?;
+        let user = &login.user.name;
+        let store = &self.ctx.store;
+        let refuse = |why: String| {
+            warn!(user = %user, target, peer = %self.peer, reason = %why, "session refused");
+            why
+        };
+        let tname = Name::new(target)
+            .map_err(|e| refuse(format!("'{target}' is not a valid target name: {e}")))?;
+        let record: TargetRecord = match store.target(&tname).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(refuse(format!("there is no target named '{target}'"))),
+            Err(e) => return Err(refuse(format!("the gateway cannot read its store: {e}"))),
+        };
+        match store.is_granted(user, &tname).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(refuse(format!(
+                    "user '{user}' is not granted access to target '{target}'"
+                )));
+            }
+            Err(e) => return Err(refuse(format!("the gateway cannot read its store: {e}"))),
+        }
+        let credential = store.target_credential(&tname).await.map_err(|e| {
+            refuse(format!(
+                "the credential for target '{target}' cannot be read: {e}"
+            ))
+        })?;
+        let connected = target::connect(&record, credential, self.ctx.config.connect_timeout)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        if let Some(key) = &connected.key_to_pin {
+            match store.pin_host_key(&tname, key).await {
+                Ok(_) => {
+                    info!(target, fingerprint = %target::fingerprint(key), "pinned host key on first use")
+                }
+                Err(e) => {
+                    connected.conn.disconnect().await;
+                    return Err(refuse(format!(
+                        "cannot pin the host key of '{target}': {e}"
+                    )));
+                }
+            }
+        }
+        let id = new_id();
+        let now = time::OffsetDateTime::now_utc();
+        let rel = format!(
+            "{:04}/{:02}/{:02}/{id}.custos",
+            now.year(),
+            now.month() as u8,
+            now.day()
+        );
+        let path = self.ctx.config.recordings_dir.join(&rel);
+        let meta = Metadata {
+            session_id: id.to_string(),
+            user: user.to_string(),
+            target: record.name.to_string(),
+            login: record.login(),
+            source: self.peer.to_string(),
+            extra: Default::default(),
+        };
+        let recorder = match Recorder::start(&path, self.ctx.keys.clone(), meta).await {
+            Ok(r) => r,
+            Err(e) => {
+                connected.conn.disconnect().await;
+                error!(path = %path.display(), error = %e, "recording cannot be started; session refused");
+                return Err(format!(
+                    "the session cannot be recorded ({e}); refusing to connect without a recording"
+                ));
+            }
+        };
+        let session = Arc::new(LiveSession::new(
+            id,
+            user.clone(),
+            record,
+            connected.conn,
+            recorder,
+        ));
+        let row = session.record_row(&self.peer.to_string(), &rel);
+        if let Err(e) = store.create_session(&row).await {
+            let _ = session
+                .recorder
+                .finish("session could not be registered")
+                .await;
+            session.conn.disconnect().await;
+            return Err(refuse(format!("the session cannot be registered: {e}")));
+        }
+        self.ctx.live.insert(session.clone());
+        info!(session = %id, user = %user, target, login = %row.login, peer = %self.peer, "session started");
+        spawn_stop_watch(self.clone(), session.clone());
+        spawn_counter_flush(self.ctx.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// The connection is over: seal the recording and close the metadata row.
+    async fn finish(&self) {
+        let Some(Ok(session)) = self.session.get() else {
+            return;
+        };
+        let reason = session.stop_reason().unwrap_or(EndReason::Closed);
+        session.conn.disconnect().await;
+        let summary = session.recorder.finish(&reason.to_string()).await;
+        let state = SessionState::Ended;
+        let reason_text = match &summary {
+            Ok(_) => reason.to_string(),
+            Err(e) => {
+                error!(session = %session.id, error = %e, "recording could not be sealed");
+                format!("{reason}; recording could not be sealed: {e}")
+            }
+        };
+        let (bi, bo) = (
+            session.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            session.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if let Err(e) = self
+            .ctx
+            .store
+            .end_session(
+                &session.id,
+                time::OffsetDateTime::now_utc(),
+                state,
+                session.exit_status(),
+                &reason_text,
+                bi,
+                bo,
+            )
+            .await
+        {
+            error!(session = %session.id, error = %e, "cannot close the session row");
+        }
+        self.ctx.live.remove(&session.id);
+        info!(session = %session.id, user = %session.user, target = %session.target.name, reason = %reason_text, bytes_in = bi, bytes_out = bo, "session ended");
+    }
+}
+
+/// Ends the whole connection when the session is asked to stop.
+fn spawn_stop_watch(shared: Arc<ConnShared>, session: Arc<LiveSession>) {
+    let mut rx = session.stop.subscribe();
+    let failed = session.recorder.clone();
+    tokio::spawn(async move {
+        let reason = tokio::select! {
+            r = async { rx.wait_for(|r| r.is_some()).await.map(|r| r.clone()) } => match r { Ok(r) => r, Err(_) => return },
+            e = failed.failed() => {
+                error!(session = %session.id, error = %e, "recording failed; ending the session");
+                let r = EndReason::RecordingFailed(e);
+                session.request_stop(r.clone());
+                Some(r)
+            }
+        };
+        let Some(reason) = reason else { return };
+        // Give the channel tasks a moment to show the reason, then drop the connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(h) = shared.handle.get() {
+            let _ = h
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("custos: session ended: {reason}"),
+                    "en".into(),
+                )
+                .await;
+        }
+    });
+}
+
+/// Keeps the byte counters of the metadata row roughly current, so a crash loses little.
+fn spawn_counter_flush(ctx: Arc<Ctx>, session: Arc<LiveSession>) {
+    let weak = Arc::downgrade(&session);
+    drop(session);
+    tokio::spawn(async move {
+        let mut last = (0, 0);
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let Some(s) = weak.upgrade() else { return };
+            if s.stop_reason().is_some() {
+                return;
+            }
+            let now = (
+                s.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                s.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if now != last {
+                let _ = ctx.store.update_session_bytes(&s.id, now.0, now.1).await;
+                last = now;
+            }
+        }
+    });
+}
+
+/// A fresh time-ordered id.
+pub fn new_id() -> Id {
+    let mut r = [0u8; 10];
+    let _ = aws_lc_rs::rand::fill(&mut r);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Id::from_parts(ms, r)
+}
+
+/// The russh handler of one connection.
+struct Conn {
+    shared: Arc<ConnShared>,
+    channels: HashMap<ChannelId, mpsc::UnboundedSender<ChanReq>>,
+}
+
+/// Splits `alice:db1` into user and target. `alice+db1` means the same, for the clients that
+/// read a `:` in `user@host:path` as the end of the host name (scp, sftp, rsync).
+fn parse_login(s: &str) -> (&str, Option<&str>) {
+    match s.split_once([':', '+']) {
+        Some((u, t)) => (u, Some(t)),
+        None => (s, None),
+    }
+}
+
+fn keys_match(a: &PublicKey, line: &str) -> bool {
+    PublicKey::from_openssh(line).is_ok_and(|k| k.key_data() == a.key_data())
+}
+
+impl Conn {
+    fn ctx(&self) -> &Ctx {
+        &self.shared.ctx
+    }
+
+    fn blocked(&self, user: &str) -> bool {
+        let limiter = self.ctx().limiter.lock().unwrap_or_else(|p| p.into_inner());
+        match limiter.check(self.shared.peer.ip(), user, Instant::now()) {
+            Ok(()) => false,
+            Err(b) => {
+                let what = match b {
+                    Blocked::Source => "source address",
+                    Blocked::User => "user name",
+                };
+                warn!(user, peer = %self.shared.peer, "authentication refused: too many recent failures for this {what}");
+                true
+            }
+        }
+    }
+
+    fn failed(&self, user: &str, method: &str, why: &str) {
+        warn!(user, peer = %self.shared.peer, method, reason = why, "authentication failed");
+        self.ctx()
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail(self.shared.peer.ip(), user, Instant::now());
+    }
+
+    async fn load_user(&self, name: &str) -> Option<UserRecord> {
+        let name = Name::new(name).ok()?;
+        self.ctx().store.user(&name).await.ok().flatten()
+    }
+
+    /// Completes a successful authentication.
+    fn accept(&self, user: UserRecord, target: Option<&str>, method: &str) -> Auth {
+        self.ctx()
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .succeed(self.shared.peer.ip(), user.name.as_str());
+        let refusal = user
+            .refusal(time::OffsetDateTime::now_utc())
+            .map(|r| format!("access refused: {r}"));
+        match &refusal {
+            Some(r) => {
+                warn!(user = %user.name, peer = %self.shared.peer, method, reason = %r, "authenticated, but the account may not log in")
+            }
+            None => {
+                info!(user = %user.name, peer = %self.shared.peer, method, target = target.unwrap_or("(menu)"), "authenticated")
+            }
+        }
+        *self.shared.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Login {
+            user,
+            requested_target: target.map(str::to_string),
+            refusal,
+        });
+        Auth::Accept
+    }
+
+    fn send(&self, channel: ChannelId, req: ChanReq) -> bool {
+        self.channels
+            .get(&channel)
+            .is_some_and(|tx| tx.send(req).is_ok())
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let (name, target) = parse_login(user);
+        if self.blocked(name) {
+            return Ok(Auth::reject());
+        }
+        let hash = match Name::new(name) {
+            Ok(n) => self.ctx().store.user_password_hash(&n).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let known = hash.is_some();
+        let secret = Secret::from(password.to_string());
+        let phc = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
+        let ok = tokio::task::spawn_blocking(move || custos_store::password::verify(&secret, &phc))
+            .await
+            .unwrap_or(false);
+        if !ok || !known {
+            self.failed(
+                name,
+                "password",
+                if known {
+                    "wrong password"
+                } else {
+                    "unknown user or no password set"
+                },
+            );
+            return Ok(Auth::reject());
+        }
+        match self.load_user(name).await {
+            Some(u) => Ok(self.accept(u, target, "password")),
+            None => {
+                self.failed(name, "password", "unknown user");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let (name, _) = parse_login(user);
+        if self.blocked(name) {
+            return Ok(Auth::reject());
+        }
+        match self.load_user(name).await {
+            Some(u) if u.ssh_keys.iter().any(|k| keys_match(offer.public_key, k)) => {
+                Ok(Auth::Accept)
+            }
+            _ => Ok(Auth::reject()),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let (name, target) = parse_login(user);
+        if self.blocked(name) {
+            return Ok(Auth::reject());
+        }
+        match self.load_user(name).await {
+            Some(u) if u.ssh_keys.iter().any(|k| keys_match(key.public_key, k)) => {
+                Ok(self.accept(u, target, "publickey"))
+            }
+            _ => {
+                self.failed(name, "publickey", "key not registered for this user");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.channels.insert(channel.id(), tx);
+        reply.accept().await;
+        let shared = self.shared.clone();
+        tokio::spawn(channel::run_session_channel(shared, channel, rx));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator: &str,
+        originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let shared = self.shared.clone();
+        let (host, originator) = (host.to_string(), originator.to_string());
+        tokio::spawn(channel::run_forward_channel(
+            shared,
+            channel,
+            reply,
+            host,
+            port,
+            originator,
+            originator_port,
+        ));
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let p = PtyParams {
+            term: term.to_string(),
+            cols: col_width,
+            rows: row_height,
+        };
+        if self.send(channel, ChanReq::Pty(p, modes.to_vec())) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let allowed = self
+            .ctx()
+            .config
+            .env_allow
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => p == name,
+            });
+        self.send(
+            channel,
+            ChanReq::Env {
+                name: name.to_string(),
+                value: value.to_string(),
+                allowed,
+            },
+        );
+        if allowed {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, StartRequest::Shell, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(
+            channel,
+            StartRequest::Exec(bytes::Bytes::copy_from_slice(data)),
+            session,
+        )
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, StartRequest::Subsystem(name.to_string()), session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(channel, ChanReq::Resize(col_width, row_height));
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: russh::Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(channel, ChanReq::Signal(target::sig_name(&signal)));
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.send(channel, ChanReq::Refused("X11 forwarding".into()));
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.send(channel, ChanReq::Refused("agent forwarding".into()));
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        warn!(peer = %self.shared.peer, address, port = *port, "remote port forwarding refused");
+        Ok(false)
+    }
+
+    async fn data(
+        &mut self,
+        _channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.shared
+            .backlog
+            .fetch_add(data.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flow control toward the user's client.
+    ///
+    /// russh tops a channel's receive window up as data arrives, not as the pump consumes it,
+    /// and a session loop that waits on a full channel queue stops reading the client's window
+    /// adjustments too — with an echoing target (`ssh gw cat < big`) both directions then wait
+    /// on each other forever. So the session loop never waits (the channel queues are
+    /// effectively unbounded) and memory is bounded here instead: while more than
+    /// `BACKLOG_HIGH` bytes wait for the target, the window is topped up only a couple of
+    /// bytes at a time, which slows the client to a trickle while the loop stays live.
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        if self
+            .shared
+            .backlog
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > BACKLOG_HIGH
+        {
+            WINDOW_THROTTLED
+        } else {
+            WINDOW
+        }
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}
+
+impl Conn {
+    fn start(
+        &mut self,
+        channel: ChannelId,
+        req: StartRequest,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        if self.send(channel, ChanReq::Start(req)) {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names() {
+        assert_eq!(parse_login("alice"), ("alice", None));
+        assert_eq!(parse_login("alice:db1"), ("alice", Some("db1")));
+        assert_eq!(parse_login("alice:db1:x"), ("alice", Some("db1:x")));
+        assert_eq!(parse_login("alice+db1"), ("alice", Some("db1")));
+    }
+}

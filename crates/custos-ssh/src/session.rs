@@ -1,0 +1,196 @@
+//! One user session: the SSH connection from a user to one target, its recording, its
+//! metadata row and its live controls.
+
+use custos_core::{EndReason, Id, Name, SessionRecord, SessionState, TargetRecord};
+use custos_recording::{Event, EventKind, RecorderHandle};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+use crate::target::TargetConn;
+
+/// A session in progress.
+pub struct LiveSession {
+    pub id: Id,
+    pub user: Name,
+    pub target: TargetRecord,
+    pub conn: TargetConn,
+    pub recorder: RecorderHandle,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub exit_status: Mutex<Option<u32>>,
+    next_channel: AtomicU32,
+    /// Set when the session must end (administrator kill, recording failure); carries the reason.
+    pub stop: watch::Sender<Option<EndReason>>,
+}
+
+impl LiveSession {
+    pub fn new(
+        id: Id,
+        user: Name,
+        target: TargetRecord,
+        conn: TargetConn,
+        recorder: RecorderHandle,
+    ) -> LiveSession {
+        LiveSession {
+            id,
+            user,
+            target,
+            conn,
+            recorder,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            exit_status: Mutex::new(None),
+            next_channel: AtomicU32::new(0),
+            stop: watch::channel(None).0,
+        }
+    }
+
+    /// Microseconds since the session started, on the monotonic clock.
+    pub fn now_us(&self) -> u64 {
+        self.recorder.now_us()
+    }
+
+    /// A recording-local channel number (0, 1, ...) for a new channel.
+    pub fn allocate_channel(&self) -> u32 {
+        self.next_channel.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records an event stamped now. Returns false when the recording has failed, in which case
+    /// the session is being stopped.
+    pub async fn record(&self, channel: u32, kind: EventKind) -> bool {
+        let ev = Event {
+            time_us: self.now_us(),
+            channel,
+            kind,
+        };
+        match self.recorder.record(ev).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.request_stop(EndReason::RecordingFailed(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Asks every channel of the session to end with `reason` (the first reason wins).
+    pub fn request_stop(&self, reason: EndReason) {
+        self.stop.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn stop_reason(&self) -> Option<EndReason> {
+        self.stop.borrow().clone()
+    }
+
+    pub fn set_exit_status(&self, s: u32) {
+        *self.exit_status.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    pub fn exit_status(&self) -> Option<u32> {
+        *self.exit_status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata row for this session as it starts.
+    pub fn record_row(&self, source: &str, recording: &str) -> SessionRecord {
+        SessionRecord {
+            id: self.id,
+            user: self.user.clone(),
+            source: source.to_string(),
+            target: self.target.name.clone(),
+            login: self.target.login(),
+            start: time::OffsetDateTime::now_utc(),
+            end: None,
+            state: SessionState::Live,
+            bytes_in: 0,
+            bytes_out: 0,
+            exit_status: None,
+            end_reason: None,
+            recording: recording.to_string(),
+        }
+    }
+}
+
+/// What the registry exposes about a live session.
+#[derive(Clone, Debug)]
+pub struct LiveSessionInfo {
+    pub id: Id,
+    pub user: Name,
+    pub target: Name,
+}
+
+/// The sessions running in this gateway process, for administrative control.
+#[derive(Default, Clone)]
+pub struct LiveRegistry {
+    inner: Arc<Mutex<HashMap<Id, Arc<LiveSession>>>>,
+}
+
+impl LiveRegistry {
+    pub(crate) fn insert(&self, s: Arc<LiveSession>) {
+        self.lock().insert(s.id, s);
+    }
+
+    pub(crate) fn remove(&self, id: &Id) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Arc<LiveSession>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live sessions.
+    pub fn list(&self) -> Vec<LiveSessionInfo> {
+        self.lock()
+            .values()
+            .map(|s| LiveSessionInfo {
+                id: s.id,
+                user: s.user.clone(),
+                target: s.target.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Ends a live session with a reason shown to its user. Returns false if no such session.
+    pub fn kill(&self, id: &Id, reason: &str) -> bool {
+        match self.lock().get(id) {
+            Some(s) => {
+                s.request_stop(EndReason::Killed(reason.to_string()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every live session of a user. Returns how many were ended.
+    pub fn kill_user(&self, user: &Name, reason: &str) -> usize {
+        let g = self.lock();
+        let mut n = 0;
+        for s in g.values().filter(|s| &s.user == user) {
+            s.request_stop(EndReason::Killed(reason.to_string()));
+            n += 1;
+        }
+        n
+    }
+
+    /// Ends every live session (gateway shutdown).
+    pub fn stop_all(&self, reason: EndReason) {
+        for s in self.lock().values() {
+            s.request_stop(reason.clone());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,16 @@
+//! Terminal model on a headless emulator: screen state, keyframes and no-echo (password) detection.
+//!
+//! [`Terminal`] wraps the `avt` emulator and accepts raw bytes as they come off the wire.
+//! [`EchoTracker`] decides, per chunk of user input, whether the remote side echoed it, so a
+//! recorder can drop what was typed at a password prompt before anything reaches disk.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod echo;
+mod terminal;
+
+pub use echo::{
+    ChunkId, DEFAULT_TIMEOUT_US as DEFAULT_ECHO_TIMEOUT_US, Decision, EchoTracker, InputPiece,
+    PieceKind, Verdict, looks_like_secret_prompt,
+};
+pub use terminal::{Terminal, Utf8Carry};

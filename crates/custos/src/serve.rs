@@ -1,0 +1,128 @@
+//! `init`, `serve` and `quickstart`: build the gateway from the data directory and run it.
+
+use anyhow::{Context, Result};
+use custos_ssh::{AuthLimits, Gateway, GatewayConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+use crate::datadir::{Created, DataDir};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn init(data: &Path) -> Result<i32> {
+    let (_dd, created) = DataDir::init(data).await?;
+    print_created(data, &created);
+    Ok(0)
+}
+
+fn print_created(data: &Path, created: &Created) {
+    println!("Created the Custos data directory {}", data.display());
+    println!();
+    println!("  admin user:  admin");
+    println!(
+        "  password:    {}   (shown only this once; change it with `custos user passwd admin`)",
+        created.admin_password.expose_str().unwrap_or("")
+    );
+    println!("  demo target: local (a shell on this host, as the user running custos)");
+    println!();
+}
+
+pub async fn quickstart(data: &Path, listen: Option<SocketAddr>) -> Result<i32> {
+    if DataDir::exists(data) {
+        println!("Using the existing data directory {}", data.display());
+    } else {
+        let (_dd, created) = DataDir::init(data).await?;
+        print_created(data, &created);
+    }
+    serve(data, listen, Some(())).await
+}
+
+pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<()>) -> Result<i32> {
+    init_logging();
+    let dd = DataDir::open(data)?;
+    let store = dd.store().await?;
+    let keys = dd.recording_keys()?;
+    let host_key = dd.host_key()?;
+    let recordings = dd.recordings_dir();
+    std::fs::create_dir_all(&recordings)
+        .with_context(|| format!("cannot create {}", recordings.display()))?;
+
+    // Sessions left live by a crash: mark them interrupted and seal what was recorded.
+    let now = time::OffsetDateTime::now_utc();
+    for s in store.mark_live_sessions_interrupted(now).await? {
+        let path = recordings.join(&s.recording);
+        match custos_recording::recover(&path, &keys) {
+            Ok(r) => {
+                warn!(session = %s.id, user = %s.user, target = %s.target, report = ?r, "session was interrupted by a gateway stop; its recording was recovered and sealed")
+            }
+            Err(e) => {
+                error!(session = %s.id, path = %path.display(), error = %e, "session was interrupted and its recording could not be recovered")
+            }
+        }
+    }
+
+    let listen = listen.unwrap_or(dd.config.ssh.listen);
+    let c = &dd.config;
+    let config = GatewayConfig {
+        connect_timeout: Duration::from_secs(c.ssh.connect_timeout_secs.max(1)),
+        env_allow: c.ssh.env_allow.clone(),
+        auth_limits: AuthLimits {
+            max_failures: c.auth.max_failures.max(1),
+            window: Duration::from_secs(c.auth.failure_window_secs),
+            lockout: Duration::from_secs(c.auth.lockout_secs),
+        },
+        recordings_dir: recordings,
+        ..GatewayConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (is another gateway running? use --ssh-listen ADDR)")
+        })?;
+    let gateway = Gateway::new(store, keys, host_key, config);
+    info!(listen = %listen, data = %data.display(), "custos gateway listening");
+    if quickstart.is_some() {
+        let host = if listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            listen.ip().to_string()
+        };
+        let port = listen.port();
+        println!("Custos is listening on {listen}. Open a recorded shell with:");
+        println!();
+        println!("    ssh -p {port} admin:local@{host}");
+        println!();
+        println!("Log in with the admin password. Afterwards, list and replay sessions with:");
+        println!("    cargo run --release -- sessions list");
+        println!("    cargo run --release -- play <SESSION-ID>");
+        println!("Stop the gateway with Ctrl-C.");
+    } else {
+        println!("custos: listening on {listen}");
+    }
+    gateway.serve(listener, shutdown_signal()).await?;
+    info!("custos gateway stopped");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,144 @@
+//! The quickstart path: `init` creates an admin with a one-time password and the demo target
+//! `local`; the admin logs in with the real ssh client, through the menu or by name.
+
+mod support;
+
+use custos_testkit::{Askpass, Pty};
+use std::time::Duration;
+use support::Gateway;
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn admin_reaches_the_local_target_by_name_and_through_the_menu() {
+    let mut gw = Gateway::init().unwrap();
+    let password = gw.admin_password().expect("init prints the admin password");
+    assert!(password.len() >= 16);
+    gw.start().unwrap();
+    let ask = Askpass::new(&password).unwrap();
+
+    // By name, exec.
+    let out = ask
+        .ssh_cmd(gw.port)
+        .arg("admin:local@127.0.0.1")
+        .arg("echo local-$((2+3)); id -un")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("local-5\n"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+
+    // Interactive, through the menu.
+    let mut c = ask.ssh_cmd(gw.port);
+    c.arg("-tt").arg("admin@127.0.0.1");
+    let mut p = Pty::spawn(c, 80, 24).unwrap();
+    p.expect("Choose a target", T).unwrap();
+    assert!(p.output().contains("local"));
+    p.send_line("1").unwrap();
+    p.expect("Connecting to local", T).unwrap();
+    p.send_line("echo menu-$((4*4))").unwrap();
+    p.expect("menu-16", T).unwrap();
+    p.send_line("exit").unwrap();
+    p.wait(T).unwrap();
+    gw.wait_idle(T).unwrap();
+
+    let sessions = gw.sessions().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["target"] == "local" && s["user"] == "admin")
+    );
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let text = gw.cli(&["export", &id, "--format", "text"]).unwrap();
+    assert!(text.contains("menu-16"), "{text}");
+    let all = gw.cli(&["recordings", "verify"]).unwrap();
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("ok")).count(),
+        2,
+        "{all}"
+    );
+}
+
+#[test]
+fn cli_manages_users_targets_and_grants_without_leaking_credentials() {
+    let gw = Gateway::init().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
+    gw.cli(&[
+        "user",
+        "add",
+        "erin",
+        "--ssh-key",
+        &k.public_path().display().to_string(),
+    ])
+    .unwrap();
+    let users: serde_json::Value =
+        serde_json::from_str(&gw.cli(&["user", "list", "--json"]).unwrap()).unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "erin")
+    );
+    gw.cli_stdin(
+        &[
+            "target",
+            "add",
+            "db1",
+            "--host",
+            "db1.example",
+            "--login",
+            "postgres",
+            "--password-stdin",
+            "--trust-on-first-use",
+            "--label",
+            "env=prod",
+        ],
+        "TargetPassw0rd!\n",
+    )
+    .unwrap();
+    let listed = gw.cli(&["target", "list", "--json"]).unwrap();
+    assert!(listed.contains("db1.example") && listed.contains("env"));
+    assert!(!listed.contains("TargetPassw0rd"));
+    for f in gw.data_files() {
+        let b = std::fs::read(&f).unwrap();
+        assert!(
+            !b.windows(14).any(|w| w == b"TargetPassw0rd"),
+            "credential in plaintext in {}",
+            f.display()
+        );
+    }
+    gw.cli(&["grant", "erin", "db1"]).unwrap();
+    let out = gw.cli_raw(&["grant", "erin", "nope"]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    gw.cli(&["revoke", "erin", "db1"]).unwrap();
+    let out = gw
+        .cli_raw(&[
+            "target",
+            "add",
+            "x",
+            "--host",
+            "h",
+            "--login",
+            "l",
+            "--password-stdin",
+        ])
+        .unwrap();
+    assert!(!out.status.success());
+    gw.cli(&["user", "remove", "erin"]).unwrap();
+    gw.cli(&["target", "remove", "db1"]).unwrap();
+    // Bad input is explained.
+    let out = gw.cli_raw(&["user", "add", "bad:name"]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contains ':'"));
+    let out = gw
+        .cli_raw(&["user", "add", "f", "--expires", "tomorrow"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}

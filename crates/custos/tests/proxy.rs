@@ -1,0 +1,235 @@
+//! The proxy through a real OpenSSH target: exec with stdin and exit status, bulk binary data,
+//! sftp, scp and rsync, each through the real OpenSSH clients.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::{Setup, run_with_stdin};
+
+fn sha256(data: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn exec_pipes_stdin_and_returns_exit_status() {
+    let s = Setup::new().unwrap();
+    let mut c = s.ssh();
+    c.arg("tr a-z A-Z; echo to-stderr >&2; exit 3");
+    let out = run_with_stdin(c, b"hello gateway\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO GATEWAY\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
+    assert_eq!(out.status.code(), Some(3));
+
+    let out = s.ssh().arg("true").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A command killed by a signal: OpenSSH's client exits 255 and the recording keeps the signal.
+    let out = s.ssh().arg("kill -TERM $$").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.gw.wait_idle(Duration::from_secs(10)).unwrap();
+    let id = s.gw.last_session().unwrap();
+    let jsonl = s.gw.cli(&["export", &id, "--format", "jsonl"]).unwrap();
+    assert!(
+        jsonl.contains("\"exit_signal\"") && jsonl.contains("TERM"),
+        "{jsonl}"
+    );
+
+    let sessions = s.gw.sessions().unwrap();
+    assert_eq!(sessions.len(), 3);
+    let first = sessions.last().unwrap();
+    assert_eq!(first["user"], "alice");
+    assert_eq!(first["target"], "srv");
+    assert_eq!(first["exit_status"], 3);
+    assert_eq!(first["state"], "ended");
+    assert_eq!(first["bytes_in"], 14);
+    assert!(first["bytes_out"].as_u64().unwrap() >= 14);
+    assert!(s.gw.log().contains("session started"));
+}
+
+#[test]
+fn pipelines_terminate_on_eof() {
+    let s = Setup::new().unwrap();
+    let mut c = s.ssh();
+    c.arg("wc -l");
+    let out = run_with_stdin(c, b"a\nb\nc\n").unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    assert!(out.status.success());
+}
+
+#[test]
+fn hundred_megabytes_of_binary_round_trip_intact() {
+    let s = Setup::new().unwrap();
+    let mut data = vec![0u8; 100 * 1024 * 1024];
+    // A cheap deterministic generator: every byte value appears, nothing compresses well.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let mut c = s.ssh();
+    c.arg("cat");
+    let out = run_with_stdin(c, &data).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), data.len());
+    assert_eq!(sha256(&out.stdout), sha256(&data));
+    s.gw.wait_idle(Duration::from_secs(30)).unwrap();
+    let v = s.gw.cli(&["recordings", "verify"]).unwrap();
+    assert!(v.contains("ok"), "{v}");
+}
+
+#[test]
+fn sftp_operations_are_recorded() {
+    let s = Setup::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let r = remote.path().display();
+    let local = work.path().join("up.bin");
+    std::fs::write(&local, vec![7u8; 300_000]).unwrap();
+    let batch = work.path().join("batch");
+    let back = work.path().join("back.bin");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {l} {r}/up.bin\nget {r}/up.bin {b}\nrename {r}/up.bin {r}/moved.bin\nmkdir {r}/dir\nrm {r}/moved.bin\n",
+            l = local.display(),
+            b = back.display()
+        ),
+    )
+    .unwrap();
+    let mut c = custos_testkit::sftp_cmd(s.gw.port, Some(&s.alice.private));
+    c.arg("-b").arg(&batch).arg("alice+srv@127.0.0.1");
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&back).unwrap().len(), 300_000);
+    assert!(!remote.path().join("moved.bin").exists());
+    assert!(remote.path().join("dir").is_dir());
+    s.gw.wait_idle(Duration::from_secs(10)).unwrap();
+    let id = s.gw.last_session().unwrap();
+    let jsonl = s.gw.cli(&["export", &id, "--format", "jsonl"]).unwrap();
+    let ops: Vec<serde_json::Value> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "sftp")
+        .collect();
+    let has = |op: &str, path_end: &str| {
+        ops.iter()
+            .any(|v| v["op"] == op && v["path"].as_str().is_some_and(|p| p.ends_with(path_end)))
+    };
+    assert!(has("write", "up.bin"), "{ops:?}");
+    assert!(
+        ops.iter()
+            .any(|v| v["op"] == "write" && v["bytes"] == 300_000),
+        "{ops:?}"
+    );
+    assert!(has("read", "up.bin"), "{ops:?}");
+    assert!(
+        ops.iter().any(|v| v["op"] == "rename"
+            && v["target_path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("moved.bin"))),
+        "{ops:?}"
+    );
+    assert!(has("mkdir", "dir"), "{ops:?}");
+    assert!(has("remove", "moved.bin"), "{ops:?}");
+}
+
+#[test]
+fn scp_both_protocols_and_rsync_work() {
+    let s = Setup::new().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let src = work.path().join("f.txt");
+    std::fs::write(&src, "scp payload\n").unwrap();
+    for legacy in [false, true] {
+        let dest = remote
+            .path()
+            .join(if legacy { "legacy.txt" } else { "modern.txt" });
+        let mut c = custos_testkit::scp_cmd(s.gw.port, Some(&s.alice.private));
+        if legacy {
+            c.arg("-O");
+        }
+        c.arg(&src)
+            .arg(format!("alice+srv@127.0.0.1:{}", dest.display()));
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "legacy={legacy}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "scp payload\n");
+        // And back.
+        let back = work.path().join(format!("back-{legacy}.txt"));
+        let mut c = custos_testkit::scp_cmd(s.gw.port, Some(&s.alice.private));
+        if legacy {
+            c.arg("-O");
+        }
+        c.arg(format!("alice+srv@127.0.0.1:{}", dest.display()))
+            .arg(&back);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "scp payload\n");
+    }
+    s.gw.wait_idle(Duration::from_secs(10)).unwrap();
+    let sessions = s.gw.sessions().unwrap();
+    let legacy_upload = sessions[1]["id"].as_str().unwrap().to_string();
+    let jsonl =
+        s.gw.cli(&["export", &legacy_upload, "--format", "jsonl"])
+            .unwrap();
+    assert!(
+        jsonl.contains("legacy.txt") && jsonl.contains("\"sftp\""),
+        "{jsonl}"
+    );
+
+    // rsync over the gateway.
+    let rdest = remote.path().join("rsynced");
+    let ssh = format!(
+        "ssh {}",
+        custos_testkit::ssh_base_args(s.gw.port, Some(&s.alice.private)).join(" ")
+    );
+    let out = Command::new("rsync")
+        .arg("-a")
+        .arg("-e")
+        .arg(&ssh)
+        .arg(work.path().join("f.txt"))
+        .arg(format!("alice+srv@127.0.0.1:{}", rdest.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&rdest).unwrap(), "scp payload\n");
+}
