@@ -89,6 +89,23 @@ pub(crate) async fn run_session_channel(
     if let Some(r) = &login.refusal {
         return refuse(&uwrite, r).await;
     }
+    if login.must_change_password {
+        if pty.is_none() {
+            return refuse(
+                &uwrite,
+                "your password is a one-time password: log in once with a terminal (ssh -t) to choose your own",
+            )
+            .await;
+        }
+        let mut p = Prompter {
+            read: &mut uread,
+            write: &uwrite,
+            backlog: &shared.backlog,
+        };
+        if let Err(e) = change_one_time_password(&shared, &mut p).await {
+            return refuse(&uwrite, &e).await;
+        }
+    }
     let target = match &login.requested_target {
         Some(t) => t.clone(),
         None => {
@@ -545,45 +562,15 @@ pub(crate) async fn menu(
         }
     }
     say(text).await;
-    let mut line = String::new();
+    let mut prompt = Prompter {
+        read: uread,
+        write: uwrite,
+        backlog: &shared.backlog,
+    };
     loop {
-        say("Choose a target (number or name, q to quit): ".into()).await;
-        line.clear();
-        loop {
-            let data = match uread.wait().await {
-                Some(ChannelMsg::Data { data }) => {
-                    shared
-                        .backlog
-                        .fetch_sub(data.len() as i64, Ordering::Relaxed);
-                    data
-                }
-                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => return None,
-                Some(_) => continue,
-            };
-            let mut done = false;
-            for &b in data.iter() {
-                match b {
-                    b'\r' | b'\n' => {
-                        done = true;
-                        break;
-                    }
-                    0x7f | 0x08 if line.pop().is_some() => say("\x08 \x08".into()).await,
-                    0x03 | 0x04 => {
-                        say("\r\n".into()).await;
-                        return None;
-                    }
-                    b if (0x20..0x7f).contains(&b) && line.len() < 128 => {
-                        line.push(b as char);
-                        say((b as char).to_string()).await;
-                    }
-                    _ => {}
-                }
-            }
-            if done {
-                break;
-            }
-        }
-        say("\r\n".into()).await;
+        let line = prompt
+            .line("Choose a target (number or name, q to quit): ", true)
+            .await?;
         let choice = line.trim();
         if choice.eq_ignore_ascii_case("q") {
             return None;
@@ -610,4 +597,108 @@ fn describe(t: &custos_core::TargetRecord) -> String {
         custos_core::TargetKind::Ssh { host, port, .. } => format!("{host}:{port}"),
         custos_core::TargetKind::Local { .. } => "this gateway host".into(),
     }
+}
+
+/// Reads lines typed at the gateway itself (the menu, a password change) before any target is
+/// involved. Nothing read here is recorded or forwarded.
+pub(crate) struct Prompter<'a> {
+    pub read: &'a mut russh::ChannelReadHalf,
+    pub write: &'a UserWrite,
+    pub backlog: &'a std::sync::atomic::AtomicI64,
+}
+
+impl Prompter<'_> {
+    pub async fn say(&self, text: &str) {
+        let _ = self.write.data_bytes(Bytes::from(text.to_string())).await;
+    }
+
+    /// Shows `prompt` and reads one line; `echo` false hides what is typed. `None` when the
+    /// user closes the channel or presses Ctrl-C or Ctrl-D. Bytes typed after Enter in the
+    /// same packet are dropped.
+    pub async fn line(&mut self, prompt: &str, echo: bool) -> Option<String> {
+        self.say(prompt).await;
+        let mut line = String::new();
+        loop {
+            let data = match self.read.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    self.backlog.fetch_sub(data.len() as i64, Ordering::Relaxed);
+                    data
+                }
+                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => return None,
+                Some(_) => continue,
+            };
+            for &b in data.iter() {
+                match b {
+                    b'\r' | b'\n' => {
+                        self.say("\r\n").await;
+                        return Some(line);
+                    }
+                    0x7f | 0x08 => {
+                        let erased = line.pop().is_some();
+                        if erased && echo {
+                            self.say("\x08 \x08").await;
+                        }
+                    }
+                    0x03 | 0x04 => {
+                        self.say("\r\n").await;
+                        return None;
+                    }
+                    b if (0x20..0x7f).contains(&b) && line.len() < 1024 => {
+                        line.push(b as char);
+                        if echo {
+                            self.say(&(b as char).to_string()).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Minimum length of a password chosen at the gateway.
+const MIN_PASSWORD_LEN: usize = 12;
+
+/// Asks a user who logged in with a one-time password for a new one (typed twice, not
+/// echoed, never recorded) and stores its hash.
+async fn change_one_time_password(shared: &ConnShared, p: &mut Prompter<'_>) -> Result<(), String> {
+    let login = shared.login().ok_or("not authenticated")?;
+    let name = login.user.name.clone();
+    p.say("Custos: you logged in with a one-time password. Choose your own password now.\r\n")
+        .await;
+    for _ in 0..3 {
+        let Some(first) = p.line("New password: ", false).await else {
+            return Err("password not changed".into());
+        };
+        if first.chars().count() < MIN_PASSWORD_LEN {
+            p.say(&format!(
+                "The password must have at least {MIN_PASSWORD_LEN} characters.\r\n"
+            ))
+            .await;
+            continue;
+        }
+        let Some(second) = p.line("Retype new password: ", false).await else {
+            return Err("password not changed".into());
+        };
+        if first != second {
+            p.say("The passwords do not match.\r\n").await;
+            continue;
+        }
+        let secret = custos_core::Secret::from(first);
+        let hash = tokio::task::spawn_blocking(move || custos_store::password::hash(&secret))
+            .await
+            .map_err(|e| format!("cannot hash the password: {e}"))?
+            .map_err(|e| format!("cannot hash the password: {e}"))?;
+        shared
+            .ctx
+            .store
+            .set_password(&name, Some(&hash), false)
+            .await
+            .map_err(|e| format!("cannot store the new password: {e}"))?;
+        shared.password_changed();
+        info!(user = %name, "one-time password replaced by the user");
+        p.say("Password changed.\r\n").await;
+        return Ok(());
+    }
+    Err("password not changed after three attempts".into())
 }

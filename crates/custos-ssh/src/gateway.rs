@@ -183,6 +183,8 @@ pub(crate) struct Login {
     pub requested_target: Option<String>,
     /// Set when the user authenticated but may not proceed (locked, expired); shown to them.
     pub refusal: Option<String>,
+    /// The user logged in with a one-time password and must choose a new one first.
+    pub must_change_password: bool,
 }
 
 /// State shared by a connection's handler and its channel tasks.
@@ -205,6 +207,19 @@ const WINDOW_THROTTLED: u32 = 2;
 const BACKLOG_HIGH: i64 = 4 * 1024 * 1024;
 
 impl ConnShared {
+    /// Records that the user replaced their one-time password.
+    pub fn password_changed(&self) {
+        if let Some(l) = self
+            .login
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            l.must_change_password = false;
+            l.user.password_one_time = false;
+        }
+    }
+
     pub fn login(&self) -> Option<Login> {
         self.login.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -488,10 +503,12 @@ impl Conn {
                 info!(user = %user.name, peer = %self.shared.peer, method, target = target.unwrap_or("(menu)"), "authenticated")
             }
         }
+        let must_change_password = method == "password" && user.password_one_time;
         *self.shared.login.lock().unwrap_or_else(|p| p.into_inner()) = Some(Login {
             user,
             requested_target: target.map(str::to_string),
             refusal,
+            must_change_password,
         });
         Auth::Accept
     }

@@ -31,7 +31,7 @@ fn print_created(data: &Path, created: &Created) {
     println!();
     println!("  admin user:  admin");
     println!(
-        "  password:    {}   (shown only this once; change it with `custos user passwd admin`)",
+        "  password:    {}   (one-time: shown only now; you choose your own at the first login)",
         created.admin_password.expose_str().unwrap_or("")
     );
     println!("  demo target: local (a shell on this host, as the user running custos)");
@@ -50,6 +50,12 @@ pub async fn quickstart(data: &Path, listen: Option<SocketAddr>) -> Result<i32> 
 
 pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<()>) -> Result<i32> {
     init_logging();
+    // A file-size limit must surface as a write error (which ends the affected session with a
+    // message) rather than kill the whole gateway.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
     let keys = dd.recording_keys()?;
@@ -103,7 +109,10 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         println!();
         println!("    ssh -p {port} admin:local@{host}");
         println!();
-        println!("Log in with the admin password. Afterwards, list and replay sessions with:");
+        println!("Log in with the admin password printed when the data directory was created;");
+        println!(
+            "at the first login you choose your own. Afterwards, list and replay sessions with:"
+        );
         println!("    cargo run --release -- sessions list");
         println!("    cargo run --release -- play <SESSION-ID>");
         println!("Stop the gateway with Ctrl-C.");

@@ -17,8 +17,51 @@ fn admin_reaches_the_local_target_by_name_and_through_the_menu() {
     gw.start().unwrap();
     let ask = Askpass::new(&password).unwrap();
 
-    // By name, exec.
+    // Without a terminal the one-time password cannot be replaced, so nothing runs.
     let out = ask
+        .ssh_cmd(gw.port)
+        .arg("admin:local@127.0.0.1")
+        .arg("echo should-not-run")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one-time password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Interactive, through the menu, choosing a new password first.
+    let mut c = ask.ssh_cmd(gw.port);
+    c.arg("-tt").arg("admin@127.0.0.1");
+    let mut p = Pty::spawn(c, 80, 24).unwrap();
+    p.expect("New password: ", T).unwrap();
+    p.send_line("short").unwrap();
+    p.expect("at least 12 characters", T).unwrap();
+    p.expect("New password: ", T).unwrap();
+    p.send_line("My-Own-Passw0rd-2026").unwrap();
+    p.expect("Retype new password: ", T).unwrap();
+    p.send_line("My-Own-Passw0rd-2026").unwrap();
+    p.expect("Password changed", T).unwrap();
+    p.expect("Choose a target", T).unwrap();
+    assert!(p.output().contains("local"));
+    p.send_line("1").unwrap();
+    p.expect("Connecting to local", T).unwrap();
+    p.send_line("echo menu-$((4*4))").unwrap();
+    p.expect("menu-16", T).unwrap();
+    p.send_line("exit").unwrap();
+    p.wait(T).unwrap();
+
+    // The one-time password no longer works; the new one does, by target name.
+    let out = ask
+        .ssh_cmd(gw.port)
+        .arg("admin:local@127.0.0.1")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let mine = Askpass::new("My-Own-Passw0rd-2026").unwrap();
+    let out = mine
         .ssh_cmd(gw.port)
         .arg("admin:local@127.0.0.1")
         .arg("echo local-$((2+3)); id -un")
@@ -31,20 +74,14 @@ fn admin_reaches_the_local_target_by_name_and_through_the_menu() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success());
-
-    // Interactive, through the menu.
-    let mut c = ask.ssh_cmd(gw.port);
-    c.arg("-tt").arg("admin@127.0.0.1");
-    let mut p = Pty::spawn(c, 80, 24).unwrap();
-    p.expect("Choose a target", T).unwrap();
-    assert!(p.output().contains("local"));
-    p.send_line("1").unwrap();
-    p.expect("Connecting to local", T).unwrap();
-    p.send_line("echo menu-$((4*4))").unwrap();
-    p.expect("menu-16", T).unwrap();
-    p.send_line("exit").unwrap();
-    p.wait(T).unwrap();
     gw.wait_idle(T).unwrap();
+    let users = gw.cli(&["user", "list"]).unwrap();
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("admin") && l.contains(" yes ")),
+        "{users}"
+    );
 
     let sessions = gw.sessions().unwrap();
     assert_eq!(sessions.len(), 2);
@@ -53,8 +90,9 @@ fn admin_reaches_the_local_target_by_name_and_through_the_menu() {
             .iter()
             .all(|s| s["target"] == "local" && s["user"] == "admin")
     );
-    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let id = sessions[1]["id"].as_str().unwrap().to_string();
     let text = gw.cli(&["export", &id, "--format", "text"]).unwrap();
+    assert!(!text.contains("My-Own-Passw0rd"));
     assert!(text.contains("menu-16"), "{text}");
     let all = gw.cli(&["recordings", "verify"]).unwrap();
     assert_eq!(

@@ -61,6 +61,33 @@ fn exec_pipes_stdin_and_returns_exit_status() {
     assert_eq!(first["bytes_in"], 14);
     assert!(first["bytes_out"].as_u64().unwrap() >= 14);
     assert!(s.gw.log().contains("session started"));
+
+    // Filters.
+    let count = |args: &[&str]| -> usize {
+        let mut a = vec!["sessions", "list", "--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str::<Vec<serde_json::Value>>(&s.gw.cli(&a).unwrap())
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&["--user", "alice"]), 3);
+    assert_eq!(count(&["--user", "bob"]), 0);
+    assert_eq!(count(&["--target", "srv"]), 3);
+    assert_eq!(count(&["--since", "2000-01-01T00:00:00Z"]), 3);
+    assert_eq!(count(&["--since", "2999-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--live"]), 0);
+    let table = s.gw.cli(&["sessions", "list"]).unwrap();
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let id = sessions[0]["id"].as_str().unwrap();
+    let shown = s.gw.cli(&["sessions", "show", &id[..10]]).unwrap();
+    assert!(
+        shown.contains("exit status:") && shown.contains("alice"),
+        "{shown}"
+    );
+    let bad =
+        s.gw.cli_raw(&["sessions", "list", "--since", "yesterday"])
+            .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 }
 
 #[test]
@@ -232,4 +259,96 @@ fn scp_both_protocols_and_rsync_work() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_to_string(&rdest).unwrap(), "scp payload\n");
+}
+
+/// A one-shot TCP service on the target host that greets and closes.
+fn greeter() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            use std::io::Write;
+            let _ = c.write_all(b"hello-through-the-tunnel\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn port_forwarding_is_refused_by_default_and_recorded_when_allowed() {
+    let port = greeter();
+    let dest = format!("127.0.0.1:{port}");
+
+    let s = Setup::new().unwrap();
+    let out = s
+        .ssh()
+        .arg("-W")
+        .arg(&dest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hello-through"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prohibited") || err.contains("forwarding failed"),
+        "{err}"
+    );
+    s.gw.wait_log("port forward refused", Duration::from_secs(5))
+        .unwrap();
+
+    let s = Setup::with_target_args(&["--allow-port-forwarding"]).unwrap();
+    let out = s
+        .ssh()
+        .arg("-W")
+        .arg(&dest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello-through-the-tunnel\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.gw.wait_idle(Duration::from_secs(10)).unwrap();
+    let id = s.gw.last_session().unwrap();
+    let jsonl = s.gw.cli(&["export", &id, "--format", "jsonl"]).unwrap();
+    let fwd: Vec<serde_json::Value> = jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "port_forward")
+        .collect();
+    assert_eq!(fwd.len(), 1, "{jsonl}");
+    assert_eq!(fwd[0]["port"], port);
+    assert_eq!(fwd[0]["allowed"], true);
+}
+
+#[test]
+fn only_allow_listed_environment_reaches_the_target() {
+    let mut gw = support::Gateway::init().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
+    gw.cli(&[
+        "user",
+        "add",
+        "erin",
+        "--ssh-key",
+        &k.public_path().display().to_string(),
+    ])
+    .unwrap();
+    gw.cli(&["grant", "erin", "local"]).unwrap();
+    gw.start().unwrap();
+    let out = gw
+        .ssh(&k.private, "erin:local")
+        .arg("-o")
+        .arg("SetEnv=LC_PROBE=allowed EVIL_PROBE=blocked")
+        .arg("echo \"[$LC_PROBE][$EVIL_PROBE]\"")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[allowed][]\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

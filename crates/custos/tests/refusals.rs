@@ -365,3 +365,163 @@ fn host_key_mismatch_is_refused_and_tofu_pins() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sessions_are_refused_or_ended_when_the_recording_cannot_be_written() {
+    let mut s = Setup::new().unwrap();
+    // A broken recordings folder: where the day's folder should be there is a file.
+    let year = time_year();
+    let year_dir = s.gw.data.join("recordings").join(&year);
+    std::fs::create_dir_all(year_dir.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&year_dir);
+    std::fs::write(&year_dir, b"not a folder").unwrap();
+    let out = s.ssh().arg("echo should-not-run").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    assert!(
+        stderr(&out).contains("cannot be recorded"),
+        "{}",
+        stderr(&out)
+    );
+    s.gw.wait_log("recording cannot be started", Duration::from_secs(5))
+        .unwrap();
+    std::fs::remove_file(&year_dir).unwrap();
+
+    // A gateway whose files may not grow past 2 MiB: a session producing more is ended.
+    s.gw.stop();
+    s.gw.start_limited(Some(2048)).unwrap();
+    let t = Instant::now();
+    let out = s
+        .ssh()
+        .arg("head -c 20000000 /dev/urandom; sleep 30")
+        .output()
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "the session was not ended"
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.len() < 20_000_000);
+    assert!(
+        stderr(&out).contains("recording could not be written"),
+        "{}",
+        stderr(&out)
+    );
+    s.gw.wait_log("recording failed", Duration::from_secs(5))
+        .unwrap();
+    s.gw.wait_idle(Duration::from_secs(10)).unwrap();
+    let sessions = s.gw.sessions().unwrap();
+    assert!(
+        sessions[0]["end_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("recording"),
+        "{sessions:?}"
+    );
+}
+
+fn time_year() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn refused_credential_and_silent_target_are_reported_within_the_timeout() {
+    let sshd = Sshd::start().unwrap();
+    let mut gw = Gateway::init().unwrap();
+    // A target that accepts TCP connections and never says anything.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let cfg = gw.data.join("custos.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("connect_timeout_secs = 10", "connect_timeout_secs = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let k = Keypair::generate(keys.path(), "alice").unwrap();
+    let wrong = Keypair::generate(keys.path(), "wrong").unwrap();
+    gw.cli(&[
+        "user",
+        "add",
+        "alice",
+        "--ssh-key",
+        &k.public_path().display().to_string(),
+    ])
+    .unwrap();
+    let port = sshd.port().to_string();
+    let login = sshd.login();
+    gw.cli(&[
+        "target",
+        "add",
+        "badcred",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--login",
+        &login,
+        "--key",
+        &wrong.private.display().to_string(),
+        "--host-key",
+        &sshd.host_key_line(),
+    ])
+    .unwrap();
+    gw.cli(&[
+        "target",
+        "add",
+        "silent",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &silent_port,
+        "--login",
+        "x",
+        "--key",
+        &wrong.private.display().to_string(),
+        "--trust-on-first-use",
+    ])
+    .unwrap();
+    gw.cli(&["grant", "alice", "badcred"]).unwrap();
+    gw.cli(&["grant", "alice", "silent"]).unwrap();
+    gw.start().unwrap();
+
+    let out = gw
+        .ssh(&k.private, "alice:badcred")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refused the gateway's credential"),
+        "{}",
+        stderr(&out)
+    );
+
+    let t = Instant::now();
+    let out = gw
+        .ssh(&k.private, "alice:silent")
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("did not answer within 2 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(gw.log().contains("did not answer within 2 s"));
+}

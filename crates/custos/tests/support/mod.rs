@@ -108,12 +108,28 @@ impl Gateway {
     }
 
     pub fn start(&mut self) -> Result<()> {
+        self.start_limited(None)
+    }
+
+    /// Starts the gateway, optionally with a file-size limit (in KiB) on its process.
+    pub fn start_limited(&mut self, max_file_kib: Option<u64>) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = self
-            .cmd()
+        let mut cmd = match max_file_kib {
+            None => Command::new(BIN),
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -f {kib}; exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+        };
+        let child = cmd
+            .arg("--data")
+            .arg(&self.data)
             .args(["serve", "--ssh-listen", &format!("127.0.0.1:{}", self.port)])
             .env("CUSTOS_LOG", "info,russh=warn")
             .stdout(log.try_clone()?)
