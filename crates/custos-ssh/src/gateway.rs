@@ -370,21 +370,30 @@ impl ConnShared {
 
 /// Ends the whole connection when the session is asked to stop.
 fn spawn_stop_watch(shared: Arc<ConnShared>, session: Arc<LiveSession>) {
+    // Weak references only: the task must not keep a finished session (and its target
+    // connection) alive. It ends when the session is dropped, which closes the watch.
     let mut rx = session.stop.subscribe();
     let failed = session.recorder.clone();
+    let (shared, session) = (Arc::downgrade(&shared), Arc::downgrade(&session));
     tokio::spawn(async move {
         let reason = tokio::select! {
-            r = async { rx.wait_for(|r| r.is_some()).await.map(|r| r.clone()) } => match r { Ok(r) => r, Err(_) => return },
+            r = async { rx.wait_for(|r| r.is_some()).await.map(|r| r.clone()) } => match r {
+                Ok(Some(r)) => r,
+                _ => return,
+            },
             e = failed.failed() => {
+                let Some(session) = session.upgrade() else { return };
                 error!(session = %session.id, error = %e, "recording failed; ending the session");
                 let r = EndReason::RecordingFailed(e);
                 session.request_stop(r.clone());
-                Some(r)
+                r
             }
         };
-        let Some(reason) = reason else { return };
         // Give the channel tasks a moment to show the reason, then drop the connection.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if let Some(h) = shared.handle.get() {
             let _ = h
                 .disconnect(

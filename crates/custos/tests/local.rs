@@ -186,20 +186,48 @@ fn local_target_os_user_and_refused_x11_forwarding() {
     let mut gw = Gateway::init().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
-    gw.cli(&["user", "add", "erin", "--ssh-key", &k.public_path().display().to_string()]).unwrap();
+    gw.cli(&[
+        "user",
+        "add",
+        "erin",
+        "--ssh-key",
+        &k.public_path().display().to_string(),
+    ])
+    .unwrap();
     let me = custos_testkit::current_user().unwrap();
-    gw.cli(&["target", "add", "asme", "--local", "--os-user", &me]).unwrap();
-    gw.cli(&["target", "add", "ghost", "--local", "--os-user", "no-such-account-here"]).unwrap();
+    gw.cli(&["target", "add", "asme", "--local", "--os-user", &me])
+        .unwrap();
+    gw.cli(&[
+        "target",
+        "add",
+        "ghost",
+        "--local",
+        "--os-user",
+        "no-such-account-here",
+    ])
+    .unwrap();
     gw.cli(&["grant", "erin", "asme"]).unwrap();
     gw.cli(&["grant", "erin", "ghost"]).unwrap();
     gw.start().unwrap();
 
-    let out = gw.ssh(&k.private, "erin:asme").arg("id -un").output().unwrap();
+    let out = gw
+        .ssh(&k.private, "erin:asme")
+        .arg("id -un")
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), me);
 
-    let out = gw.ssh(&k.private, "erin:ghost").arg("true").output().unwrap();
+    let out = gw
+        .ssh(&k.private, "erin:ghost")
+        .arg("true")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no OS account named 'no-such-account-here'"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no OS account named 'no-such-account-here'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // X11 forwarding is refused, and the refusal is in the recording.
     let out = gw
@@ -209,7 +237,11 @@ fn local_target_os_user_and_refused_x11_forwarding() {
         .arg("echo x11-$((1+1))")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("x11-2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("x11-2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     gw.wait_idle(T).unwrap();
     let id = gw.last_session().unwrap();
     let jsonl = gw.cli(&["export", &id, "--format", "jsonl"]).unwrap();
