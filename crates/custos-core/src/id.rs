@@ -67,7 +67,7 @@ impl fmt::Display for Id {
             *slot = ALPHABET[v as usize];
         }
         // Invariant: ALPHABET is ASCII.
-        f.write_str(std::str::from_utf8(&out).expect("ascii"))
+        f.pad(std::str::from_utf8(&out).expect("ascii"))
     }
 }
 
@@ -141,6 +141,14 @@ mod tests {
             assert_eq!(s.parse::<Id>().unwrap(), id);
             assert_eq!(s.to_lowercase().parse::<Id>().unwrap(), id);
         }
+    }
+
+    #[test]
+    fn display_honours_width_for_tables() {
+        assert_eq!(
+            format!("{:<27}|", Id(0)),
+            format!("{}{}|", "0".repeat(26), " ")
+        );
     }
 
     #[test]

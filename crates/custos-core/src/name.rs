@@ -49,7 +49,7 @@ impl Name {
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -90,5 +90,10 @@ mod tests {
             Name::new("x".repeat(65)),
             Err(NameError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn display_honours_width_for_tables() {
+        assert_eq!(format!("{:<6}|", Name::new("ab").unwrap()), "ab    |");
     }
 }
