@@ -472,6 +472,7 @@ impl Ruleset {
 
     /// Check one event. Pure: same ruleset, event and context give the same decision.
     pub fn evaluate(&self, event: &Event, ctx: &Context) -> Decision {
+        // Per rule: None = no match; Some(part) = matched, on that normalised part if any.
         let mut hits: Vec<Option<Option<usize>>> = vec![None; self.rules.len()];
         let mut normalized = Vec::new();
         match event {

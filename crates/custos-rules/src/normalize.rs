@@ -483,10 +483,9 @@ impl Lexer<'_> {
     fn end_command(&mut self, joint: Joint) {
         self.end_word();
         let words = std::mem::take(&mut self.words);
+        // An empty command (`| cmd`, `;;`) has nothing to connect and is dropped.
         if !words.is_empty() {
             self.commands.push(RawCommand { words, joint });
-        } else if joint == Joint::Pipe {
-            // `| cmd` with nothing before: nothing to connect.
         }
     }
 
@@ -718,10 +717,7 @@ impl Lexer<'_> {
                     self.pos += 1;
                 }
                 '\n' | ';' | '(' | ')' => {
-                    // `(`/`)` group commands; treat like a separator.
-                    if (c == '(' || c == ')') && self.in_word {
-                        // `a(b` is a word in practice only in odd cases; still split.
-                    }
+                    // `( … )` groups commands: for rules it is just another separator.
                     self.end_command(Joint::Other);
                     self.pos += 1;
                     if c == ';' && self.peek(0) == Some(';') {

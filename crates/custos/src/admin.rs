@@ -199,8 +199,21 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<i32> {
             }
         }
         UserCmd::Lock { name: n } => {
-            store.set_locked(&name(&n)?, true).await?;
+            let user = name(&n)?;
+            store.set_locked(&user, true).await?;
             println!("locked user {n}");
+            let req = crate::control::Request::KillUser {
+                user,
+                reason: "account locked by an administrator".into(),
+            };
+            match crate::control::request(data, &req).await? {
+                Some(r) if r.ok => println!("ended {} live session(s) of {n}", r.ended),
+                Some(r) => bail!(
+                    "{}",
+                    r.error.unwrap_or_else(|| "the gateway refused".into())
+                ),
+                None => {}
+            }
         }
         UserCmd::Unlock { name: n } => {
             store.set_locked(&name(&n)?, false).await?;

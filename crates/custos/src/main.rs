@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod control;
 mod datadir;
 mod recordings;
 mod serve;

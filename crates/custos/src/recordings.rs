@@ -34,6 +34,12 @@ pub enum SessionsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// End a live session now; its user sees the reason.
+    Kill {
+        id: String,
+        #[arg(long, default_value = "ended by an administrator")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +162,27 @@ pub async fn sessions(data: &Path, cmd: SessionsCmd) -> Result<i32> {
                             .unwrap_or_else(|| "-".into())
                     );
                 }
+            }
+        }
+        SessionsCmd::Kill { id, reason } => {
+            let s = store.find_session(&id).await?;
+            if s.state != custos_core::SessionState::Live {
+                bail!("session {} is not live (it is {})", s.id, s.state.as_str());
+            }
+            let req = crate::control::Request::Kill {
+                session: s.id,
+                reason,
+            };
+            match crate::control::request(data, &req).await? {
+                None => bail!(
+                    "the gateway is not running (no admin socket in {})",
+                    data.display()
+                ),
+                Some(r) if r.ok => println!("session {} ended", s.id),
+                Some(r) => bail!(
+                    "{}",
+                    r.error.unwrap_or_else(|| "the gateway refused".into())
+                ),
             }
         }
         SessionsCmd::Show { id, json } => {

@@ -96,7 +96,9 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         .with_context(|| {
             format!("cannot listen on {listen} (is another gateway running? use --ssh-listen ADDR)")
         })?;
+    let admin = crate::control::bind(data).await?;
     let gateway = Gateway::new(store, keys, host_key, config);
+    let admin_task = tokio::spawn(crate::control::serve(admin, gateway.live()));
     info!(listen = %listen, data = %data.display(), "custos gateway listening");
     if quickstart.is_some() {
         let host = if listen.ip().is_unspecified() {
@@ -120,6 +122,8 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         println!("custos: listening on {listen}");
     }
     gateway.serve(listener, shutdown_signal()).await?;
+    admin_task.abort();
+    let _ = std::fs::remove_file(crate::control::socket_path(data));
     info!("custos gateway stopped");
     Ok(0)
 }

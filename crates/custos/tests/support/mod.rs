@@ -230,7 +230,8 @@ impl Gateway {
                     let p = e.path();
                     if p.is_dir() {
                         walk(&p, out)
-                    } else {
+                    } else if p.is_file() {
+                        // Regular files only: the admin socket cannot be read.
                         out.push(p)
                     }
                 }
