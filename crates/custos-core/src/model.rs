@@ -219,3 +219,23 @@ mod tests {
         assert_eq!(u.refusal(now), Some("account is locked"));
     }
 }
+
+/// One command a user ran, from an interactive terminal (read off the emulated screen) or from
+/// the protocol (exec requests, file transfers).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CommandRecord {
+    pub session: Id,
+    /// The channel inside the session's recording.
+    pub channel: u32,
+    /// Microseconds from the start of the recording: `custos play SESSION --at` jumps there.
+    pub offset_us: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `shell` (typed at a terminal), `exec` (an SSH exec request) or `file` (SFTP or scp).
+    pub kind: String,
+    pub text: String,
+    pub cwd: Option<String>,
+    pub exit_status: Option<i32>,
+    pub user: Name,
+    pub target: Name,
+}

@@ -192,7 +192,11 @@ pub(crate) async fn run_session_channel(
     }
     match &start {
         StartRequest::Exec(c) => {
-            info!(session = %session.id, command = %String::from_utf8_lossy(c), "exec")
+            let text = String::from_utf8_lossy(c).into_owned();
+            info!(session = %session.id, command = %text, "exec");
+            session
+                .commands
+                .command(ch, session.now_us(), "exec", text, None);
         }
         StartRequest::Subsystem(s) => info!(session = %session.id, subsystem = %s, "subsystem"),
         StartRequest::Shell => info!(session = %session.id, pty = pty_params.is_some(), "shell"),
@@ -278,6 +282,19 @@ impl Audit {
 
 async fn record_ops(session: &LiveSession, ch: u32, ops: Vec<FileOp>) {
     for op in ops {
+        let mut text = format!("{} {}", op.op, op.path);
+        if let Some(t) = &op.target_path {
+            text.push_str(&format!(" -> {t}"));
+        }
+        if op.bytes > 0 {
+            text.push_str(&format!(" ({} bytes)", op.bytes));
+        }
+        if op.status != "ok" {
+            text.push_str(&format!(" [{}]", op.status));
+        }
+        session
+            .commands
+            .command(ch, session.now_us(), "file", text, None);
         info!(session = %session.id, op = op.op, path = %op.path, to = op.target_path.as_deref().unwrap_or(""), bytes = op.bytes, status = %op.status, "file transfer");
         session
             .record(
@@ -404,6 +421,7 @@ async fn pump(
                     }
                     Some(TargetEvent::ExitStatus(s)) => {
                         session.set_exit_status(s);
+                        session.commands.finished(ch, s as i32);
                         session.record(ch, EventKind::ExitStatus(s)).await;
                         let _ = uwrite.exit_status(s).await;
                     }

@@ -304,12 +304,19 @@ impl ConnShared {
                 ));
             }
         };
+        let commands = crate::commands::CommandLog::start(
+            store.clone(),
+            id,
+            user.clone(),
+            record.name.clone(),
+        );
         let session = Arc::new(LiveSession::new(
             id,
             user.clone(),
             record,
             connected.conn,
             recorder,
+            commands,
         ));
         let row = session.record_row(&self.peer.to_string(), &rel);
         if let Err(e) = store.create_session(&row).await {
@@ -335,6 +342,7 @@ impl ConnShared {
         let reason = session.stop_reason().unwrap_or(EndReason::Closed);
         session.conn.disconnect().await;
         let summary = session.recorder.finish(&reason.to_string()).await;
+        session.commands.flush().await;
         let state = SessionState::Ended;
         let reason_text = match &summary {
             Ok(_) => reason.to_string(),

@@ -6,6 +6,7 @@
 //! plain domain types.
 
 mod channel;
+mod commands;
 mod gateway;
 mod limiter;
 pub mod local;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
+use crate::commands::CommandLog;
 use crate::target::TargetConn;
 
 /// A session in progress.
@@ -17,6 +18,7 @@ pub struct LiveSession {
     pub target: TargetRecord,
     pub conn: TargetConn,
     pub recorder: RecorderHandle,
+    pub commands: CommandLog,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub exit_status: Mutex<Option<u32>>,
@@ -32,6 +34,7 @@ impl LiveSession {
         target: TargetRecord,
         conn: TargetConn,
         recorder: RecorderHandle,
+        commands: CommandLog,
     ) -> LiveSession {
         LiveSession {
             id,
@@ -39,6 +42,7 @@ impl LiveSession {
             target,
             conn,
             recorder,
+            commands,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             exit_status: Mutex::new(None),

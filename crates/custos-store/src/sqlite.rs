@@ -21,7 +21,10 @@ pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub(crate) type Pool = SqlitePool;
 
 /// Schema migrations in order: (version, SQL). Applied ones are recorded in `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, include_str!("../migrations/sqlite/0002_commands.sql")),
+];
 
 const MAX_CONNECTIONS: u32 = 4;
 

@@ -5,8 +5,8 @@ use crate::keys::check_key_line;
 use crate::sqlite::{self, BEGIN_WRITE, Pool};
 use crate::{StoreError, Vault, password};
 use custos_core::{
-    Grant, HostKeyPolicy, Id, Name, Secret, SessionRecord, SessionState, TargetKind, TargetRecord,
-    UserRecord,
+    CommandRecord, Grant, HostKeyPolicy, Id, Name, Secret, SessionRecord, SessionState, TargetKind,
+    TargetRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -56,6 +56,23 @@ pub struct SessionFilter {
     /// Only sessions that started at or after this time.
     pub since: Option<OffsetDateTime>,
     /// At most this many sessions (the newest ones).
+    pub limit: Option<u32>,
+}
+
+/// Which commands [`Store::search_commands`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct CommandFilter {
+    /// Text the command contains (case-insensitive); empty matches every command.
+    pub text: String,
+    /// Only commands of this user.
+    pub user: Option<Name>,
+    /// Only commands on this target.
+    pub target: Option<Name>,
+    /// Only commands of this session.
+    pub session: Option<Id>,
+    /// Only commands run at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// At most this many (the newest); 1000 when not set.
     pub limit: Option<u32>,
 }
 
@@ -1161,6 +1178,142 @@ fn normalize_id_prefix(prefix: &str) -> Result<String, StoreError> {
             ))),
         })
         .collect()
+}
+
+/// Escapes `text` as one FTS5 phrase.
+fn fts_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// Escapes `%`, `_` and `\\` for a LIKE pattern with `ESCAPE '\\'`.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl Store {
+    /// Stores a command; returns its row id (for [`Store::set_command_exit`]).
+    pub async fn record_command(&self, c: &CommandRecord) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO commands (session_id, channel, offset_us, at_us, kind, text, cwd, \
+             exit_status, user_name, target_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(c.session.to_string())
+        .bind(i64::from(c.channel))
+        .bind(to_i64(c.offset_us, "offset")?)
+        .bind(to_micros(c.at)?)
+        .bind(&c.kind)
+        .bind(&c.text)
+        .bind(c.cwd.as_deref())
+        .bind(c.exit_status.map(i64::from))
+        .bind(c.user.as_str())
+        .bind(c.target.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(self.db(format!("recording a command of session {}", c.session)))?;
+        row.try_get("id").map_err(self.db("reading a command id"))
+    }
+
+    /// Sets the exit status of a stored command.
+    pub async fn set_command_exit(&self, id: i64, exit_status: i32) -> Result<(), StoreError> {
+        sqlx::query("UPDATE commands SET exit_status = $1 WHERE id = $2")
+            .bind(i64::from(exit_status))
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(self.db("recording a command's exit status"))?;
+        Ok(())
+    }
+
+    /// Commands matching `filter`, newest first. Text of three characters or more is looked up
+    /// in the trigram index; shorter text falls back to a scan.
+    pub async fn search_commands(
+        &self,
+        filter: &CommandFilter,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        let text = filter.text.trim();
+        let indexed = text.chars().count() >= 3;
+        macro_rules! search_sql {
+            ($join:literal, $cond:literal) => {
+                concat!(
+                    "SELECT c.session_id, c.channel, c.offset_us, c.at_us, c.kind, c.text, c.cwd, \
+                            c.exit_status, c.user_name, c.target_name \
+                     FROM commands c ",
+                    $join,
+                    " WHERE ",
+                    $cond,
+                    " AND ($2 IS NULL OR c.user_name = $2) \
+                       AND ($3 IS NULL OR c.target_name = $3) \
+                       AND ($4 IS NULL OR c.session_id = $4) \
+                       AND ($5 IS NULL OR c.at_us >= $5) \
+                     ORDER BY c.at_us DESC, c.id DESC LIMIT $6"
+                )
+            };
+        }
+        let sql = if indexed {
+            search_sql!(
+                "JOIN commands_fts f ON f.rowid = c.id",
+                "f.commands_fts MATCH $1"
+            )
+        } else {
+            search_sql!("", "($1 = '' OR c.text LIKE $1 ESCAPE '\\')")
+        };
+        let pattern = if text.is_empty() {
+            String::new()
+        } else if indexed {
+            fts_phrase(text)
+        } else {
+            like_pattern(text)
+        };
+        let rows = sqlx::query(sql)
+            .bind(pattern)
+            .bind(filter.user.as_ref().map(Name::as_str))
+            .bind(filter.target.as_ref().map(Name::as_str))
+            .bind(filter.session.map(|s| s.to_string()))
+            .bind(filter.since.map(to_micros).transpose()?)
+            .bind(i64::from(filter.limit.unwrap_or(1000)))
+            .fetch_all(self.pool())
+            .await
+            .map_err(self.db("searching commands"))?;
+        rows.iter().map(|r| self.command_from_row(r)).collect()
+    }
+
+    fn command_from_row(&self, row: &SqliteRow) -> Result<CommandRecord, StoreError> {
+        let op = "reading a command row";
+        let session: String = row.try_get("session_id").map_err(self.db(op))?;
+        let session: Id = session
+            .parse()
+            .map_err(|e| self.corrupt(format!("command of session '{session}': {e}")))?;
+        let channel: i64 = row.try_get("channel").map_err(self.db(op))?;
+        let offset: i64 = row.try_get("offset_us").map_err(self.db(op))?;
+        let exit: Option<i64> = row.try_get("exit_status").map_err(self.db(op))?;
+        Ok(CommandRecord {
+            session,
+            channel: u32::try_from(channel)
+                .map_err(|_| self.corrupt(format!("command channel {channel}")))?,
+            offset_us: u64::try_from(offset)
+                .map_err(|_| self.corrupt(format!("command offset {offset}")))?,
+            at: self.time(row.try_get("at_us").map_err(self.db(op))?)?,
+            kind: row.try_get("kind").map_err(self.db(op))?,
+            text: row.try_get("text").map_err(self.db(op))?,
+            cwd: row.try_get("cwd").map_err(self.db(op))?,
+            exit_status: exit.and_then(|v| i32::try_from(v).ok()),
+            user: self.name(&row.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
+            target: self.name(
+                &row.try_get::<String, _>("target_name")
+                    .map_err(self.db(op))?,
+            )?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ enum Command {
     /// Check recordings.
     #[command(subcommand)]
     Recordings(recordings::RecordingsCmd),
+    /// Search the commands users ran.
+    #[command(subcommand)]
+    Commands(recordings::CommandsCmd),
     /// Replay a session in this terminal.
     Play(recordings::PlayArgs),
     /// Export a session's recording.
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Revoke { user, target } => admin::grant(&data, &user, &target, false).await,
         Command::Sessions(cmd) => recordings::sessions(&data, cmd).await,
         Command::Recordings(cmd) => recordings::recordings(&data, cmd).await,
+        Command::Commands(cmd) => recordings::commands(&data, cmd).await,
         Command::Play(args) => recordings::play(&data, args).await,
         Command::Export(args) => recordings::export(&data, args).await,
     }

@@ -43,6 +43,29 @@ pub enum SessionsCmd {
 }
 
 #[derive(Subcommand)]
+pub enum CommandsCmd {
+    /// Commands containing TEXT (case-insensitive), newest first, across all sessions.
+    Search {
+        text: String,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Only commands of this session (an id or a unique prefix).
+        #[arg(long)]
+        session: Option<String>,
+        /// Only commands run at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many results.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum RecordingsCmd {
     /// Verify the integrity of one session's recording, or of all of them.
     Verify { id: Option<String> },
@@ -80,6 +103,69 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long)]
     output: Option<PathBuf>,
+}
+
+fn parse_since(since: Option<String>) -> Result<Option<time::OffsetDateTime>> {
+    since
+        .map(|s| {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| anyhow::anyhow!("--since '{s}' is not an RFC 3339 time: {e}"))
+        })
+        .transpose()
+}
+
+pub async fn commands(data: &Path, cmd: CommandsCmd) -> Result<i32> {
+    let dd = DataDir::open(data)?;
+    let store = dd.store().await?;
+    let CommandsCmd::Search {
+        text,
+        user,
+        target,
+        session,
+        since,
+        limit,
+        json,
+    } = cmd;
+    let session = match session {
+        Some(s) => Some(store.find_session(&s).await?.id),
+        None => None,
+    };
+    let filter = custos_store::CommandFilter {
+        text,
+        user: opt_name(&user)?,
+        target: opt_name(&target)?,
+        session,
+        since: parse_since(since)?,
+        limit: Some(limit),
+    };
+    let found = store.search_commands(&filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<26} {:>9} {:<12} {:<12} {:<5} {:>4}  COMMAND",
+        "TIME", "SESSION", "AT (S)", "USER", "TARGET", "KIND", "EXIT"
+    );
+    for c in &found {
+        println!(
+            "{:<20} {:<26} {:>9.1} {:<12} {:<12} {:<5} {:>4}  {}",
+            fmt_time(&c.at).chars().take(19).collect::<String>(),
+            c.session,
+            c.offset_us as f64 / 1e6,
+            c.user,
+            c.target,
+            c.kind,
+            c.exit_status
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c.text.replace('\n', "\\n")
+        );
+    }
+    if found.is_empty() {
+        eprintln!("no commands found");
+    }
+    Ok(0)
 }
 
 fn opt_name(s: &Option<String>) -> Result<Option<Name>> {

@@ -84,6 +84,22 @@ fn exec_pipes_stdin_and_returns_exit_status() {
         shown.contains("exit status:") && shown.contains("alice"),
         "{shown}"
     );
+    // The exec commands are searchable, with their exit status and offset.
+    let found: Vec<serde_json::Value> = serde_json::from_str(
+        &s.gw
+            .cli(&["commands", "search", "tr a-z", "--json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["kind"], "exec");
+    assert_eq!(found[0]["exit_status"], 3);
+    assert_eq!(found[0]["user"], "alice");
+    let all =
+        s.gw.cli(&["commands", "search", "", "--user", "alice"])
+            .unwrap();
+    assert_eq!(all.lines().count(), 4, "{all}");
+    assert!(all.contains("kill -TERM"));
     let bad =
         s.gw.cli_raw(&["sessions", "list", "--since", "yesterday"])
             .unwrap();
@@ -186,6 +202,11 @@ fn sftp_operations_are_recorded() {
     );
     assert!(has("mkdir", "dir"), "{ops:?}");
     assert!(has("remove", "moved.bin"), "{ops:?}");
+    let found = s.gw.cli(&["commands", "search", "moved.bin"]).unwrap();
+    assert!(
+        found.contains("rename") && found.contains("remove") && found.contains(" file "),
+        "{found}"
+    );
 }
 
 #[test]

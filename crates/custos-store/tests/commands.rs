@@ -1,0 +1,91 @@
+//! Command audit storage: substring search through the trigram index and the filters.
+
+use custos_core::{CommandRecord, Id, Name};
+use custos_store::{CommandFilter, Store, Vault};
+use time::OffsetDateTime;
+
+fn cmd(session: Id, offset_us: u64, text: &str, user: &str) -> CommandRecord {
+    CommandRecord {
+        session,
+        channel: 0,
+        offset_us,
+        at: OffsetDateTime::now_utc(),
+        kind: "shell".into(),
+        text: text.into(),
+        cwd: Some("/root".into()),
+        exit_status: None,
+        user: Name::new(user).unwrap(),
+        target: Name::new("db1").unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn commands_are_found_by_substring_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("c.db"),
+        Vault::generate_ephemeral().unwrap(),
+    )
+    .await
+    .unwrap();
+    let s1 = Id::from_parts(1, [1; 10]);
+    let s2 = Id::from_parts(2, [2; 10]);
+    let a = store
+        .record_command(&cmd(s1, 10, "ls -la /etc", "alice"))
+        .await
+        .unwrap();
+    store
+        .record_command(&cmd(s1, 20, "sudo rm -rf /var/log/nginx", "alice"))
+        .await
+        .unwrap();
+    store
+        .record_command(&cmd(s2, 5, "pg_dump \"sales\" > /tmp/x.sql", "bob"))
+        .await
+        .unwrap();
+    store.set_command_exit(a, 0).await.unwrap();
+
+    let find = |text: &str| CommandFilter {
+        text: text.into(),
+        ..Default::default()
+    };
+    let r = store.search_commands(&find("rm -rf")).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].text, "sudo rm -rf /var/log/nginx");
+    assert_eq!(r[0].offset_us, 20);
+    // Case-insensitive substring inside a word, quotes in the query.
+    assert_eq!(store.search_commands(&find("NGIN")).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .search_commands(&find("\"sales\""))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Short text falls back to a scan, with LIKE wildcards taken literally.
+    assert_eq!(store.search_commands(&find("ls")).await.unwrap().len(), 1);
+    assert_eq!(store.search_commands(&find("%")).await.unwrap().len(), 0);
+    assert_eq!(store.search_commands(&find("")).await.unwrap().len(), 3);
+    let mut f = find("");
+    f.user = Some(Name::new("bob").unwrap());
+    assert_eq!(store.search_commands(&f).await.unwrap().len(), 1);
+    let mut f = find("");
+    f.session = Some(s1);
+    let r = store.search_commands(&f).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r.iter().find(|c| c.offset_us == 10).unwrap().exit_status,
+        Some(0)
+    );
+    let mut f = find("");
+    f.since = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
+    assert!(store.search_commands(&f).await.unwrap().is_empty());
+    // FTS syntax in the text is not interpreted.
+    assert!(
+        store
+            .search_commands(&find("AND OR NEAR("))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
