@@ -10,8 +10,8 @@ mod secret;
 
 pub use id::{Id, IdError};
 pub use model::{
-    CommandRecord, EndReason, Grant, HostKeyPolicy, SessionRecord, SessionState, TargetKind,
-    TargetRecord, UserRecord,
+    AlertRecord, CommandRecord, EndReason, Grant, HostKeyPolicy, SessionRecord, SessionState,
+    TargetKind, TargetRecord, UserRecord,
 };
 pub use name::{Name, NameError};
 pub use secret::Secret;

@@ -239,3 +239,26 @@ pub struct CommandRecord {
     pub user: Name,
     pub target: Name,
 }
+
+/// A rule matched something a user did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub session: Id,
+    pub channel: u32,
+    /// Microseconds from the start of the recording.
+    pub offset_us: u64,
+    pub user: Name,
+    pub target: Name,
+    pub rule: String,
+    /// info, low, medium, high or critical.
+    pub severity: String,
+    /// What the gateway did: alert, block, terminate, lock (hold is not yet enforced).
+    pub action: String,
+    /// What was evaluated: exec, command, file, forward.
+    pub event: String,
+    pub text: String,
+    pub description: String,
+}

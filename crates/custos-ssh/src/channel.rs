@@ -196,7 +196,16 @@ pub(crate) async fn run_session_channel(
             info!(session = %session.id, command = %text, "exec");
             session
                 .commands
-                .command(ch, session.now_us(), "exec", text, None);
+                .command(ch, session.now_us(), "exec", text.clone(), None);
+            let event = custos_rules::Event::Exec {
+                command: text.clone(),
+            };
+            if let Some(msg) =
+                crate::enforce::check(&shared, &session, ch, "exec", &text, event).await
+            {
+                session.record(ch, EventKind::Note(msg.clone())).await;
+                return refuse(&uwrite, &msg).await;
+            }
         }
         StartRequest::Subsystem(s) => info!(session = %session.id, subsystem = %s, "subsystem"),
         StartRequest::Shell => info!(session = %session.id, pty = pty_params.is_some(), "shell"),
@@ -515,7 +524,17 @@ pub(crate) async fn run_forward_channel(
         originator_port,
         allowed,
     };
-    if !session.record(ch, ev).await || !allowed {
+    let mut refused_by_rule = None;
+    if allowed {
+        let text = format!("{host}:{port}");
+        let event = custos_rules::Event::PortForward {
+            host: host.clone(),
+            port: port.min(u16::MAX as u32) as u16,
+        };
+        refused_by_rule =
+            crate::enforce::check(&shared, &session, ch, "forward", &text, event).await;
+    }
+    if !session.record(ch, ev).await || !allowed || refused_by_rule.is_some() {
         warn!(session = %session.id, host, port, "port forward refused by policy");
         return reply
             .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)

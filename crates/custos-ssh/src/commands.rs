@@ -1,8 +1,8 @@
-//! The command log of a session: commands from exec requests, file transfers and (once the
-//! terminal model is wired in) interactive shells go to the store through one writer task per
-//! session, so the pump never waits on the database.
+//! The command log of a session: commands (exec requests, file transfers, interactive shells)
+//! and rule alerts go to the store through one writer task per session, so the pump never
+//! waits on the database.
 
-use custos_core::{CommandRecord, Id, Name};
+use custos_core::{AlertRecord, CommandRecord, Id, Name};
 use custos_store::Store;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ enum Msg {
         channel: u32,
         exit_status: i32,
     },
+    Alert(Box<AlertRecord>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -66,6 +67,11 @@ impl CommandLog {
                             }
                         }
                     }
+                    Msg::Alert(a) => {
+                        if let Err(e) = store.record_alert(&a).await {
+                            error!(session = %session, rule = %a.rule, error = %e, "cannot store an alert");
+                        }
+                    }
                     Msg::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -101,6 +107,11 @@ impl CommandLog {
             text,
             cwd,
         });
+    }
+
+    /// Stores an alert.
+    pub fn alert(&self, alert: AlertRecord) {
+        let _ = self.tx.send(Msg::Alert(Box::new(alert)));
     }
 
     /// Waits until every command reported so far is stored.

@@ -50,6 +50,7 @@ impl Default for GatewayConfig {
 
 pub(crate) struct Ctx {
     pub store: Store,
+    pub rules: Arc<custos_rules::Ruleset>,
     pub keys: Arc<RecordingKeys>,
     pub config: GatewayConfig,
     pub limiter: Mutex<AuthLimiter>,
@@ -69,6 +70,7 @@ impl Gateway {
     pub fn new(
         store: Store,
         keys: Arc<RecordingKeys>,
+        rules: Arc<custos_rules::Ruleset>,
         host_key: PrivateKey,
         config: GatewayConfig,
     ) -> Gateway {
@@ -76,6 +78,7 @@ impl Gateway {
         Gateway {
             ctx: Arc::new(Ctx {
                 store,
+                rules,
                 keys,
                 config,
                 limiter,

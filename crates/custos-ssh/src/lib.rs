@@ -7,6 +7,7 @@
 
 mod channel;
 mod commands;
+mod enforce;
 mod gateway;
 mod limiter;
 pub mod local;

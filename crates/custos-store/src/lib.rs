@@ -24,5 +24,5 @@ mod store;
 mod vault;
 
 pub use error::{BoxError, StoreError};
-pub use store::{CommandFilter, NewUser, SessionFilter, Store};
+pub use store::{AlertFilter, CommandFilter, NewUser, SessionFilter, Store, severity_rank};
 pub use vault::Vault;

@@ -24,6 +24,7 @@ pub(crate) type Pool = SqlitePool;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_commands.sql")),
+    (3, include_str!("../migrations/sqlite/0003_alerts.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 4;

@@ -5,8 +5,8 @@ use crate::keys::check_key_line;
 use crate::sqlite::{self, BEGIN_WRITE, Pool};
 use crate::{StoreError, Vault, password};
 use custos_core::{
-    CommandRecord, Grant, HostKeyPolicy, Id, Name, Secret, SessionRecord, SessionState, TargetKind,
-    TargetRecord, UserRecord,
+    AlertRecord, CommandRecord, Grant, HostKeyPolicy, Id, Name, Secret, SessionRecord,
+    SessionState, TargetKind, TargetRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -57,6 +57,27 @@ pub struct SessionFilter {
     pub since: Option<OffsetDateTime>,
     /// At most this many sessions (the newest ones).
     pub limit: Option<u32>,
+}
+
+/// Which alerts [`Store::alerts`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct AlertFilter {
+    /// Only alerts raised at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only alerts of at least this severity (info, low, medium, high, critical).
+    pub min_severity: Option<String>,
+    /// Only alerts of this session.
+    pub session: Option<Id>,
+    /// At most this many (the newest); 1000 when not set.
+    pub limit: Option<u32>,
+}
+
+/// The rank of a severity name, for filtering; `None` if it is not one.
+pub fn severity_rank(s: &str) -> Option<i64> {
+    ["info", "low", "medium", "high", "critical"]
+        .iter()
+        .position(|x| *x == s)
+        .map(|p| p as i64)
 }
 
 /// Which commands [`Store::search_commands`] returns.
@@ -1312,6 +1333,94 @@ impl Store {
                 &row.try_get::<String, _>("target_name")
                     .map_err(self.db(op))?,
             )?,
+        })
+    }
+}
+
+impl Store {
+    /// Stores an alert; `alert.id` is ignored and the new id returned.
+    pub async fn record_alert(&self, a: &AlertRecord) -> Result<i64, StoreError> {
+        let rank = severity_rank(&a.severity)
+            .ok_or_else(|| StoreError::Invalid(format!("unknown severity '{}'", a.severity)))?;
+        let row = sqlx::query(
+            "INSERT INTO alerts (at_us, session_id, channel, offset_us, user_name, target_name, \
+             rule_id, severity, severity_rank, action, event, text, description) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(to_micros(a.at)?)
+        .bind(a.session.to_string())
+        .bind(i64::from(a.channel))
+        .bind(to_i64(a.offset_us, "offset")?)
+        .bind(a.user.as_str())
+        .bind(a.target.as_str())
+        .bind(&a.rule)
+        .bind(&a.severity)
+        .bind(rank)
+        .bind(&a.action)
+        .bind(&a.event)
+        .bind(&a.text)
+        .bind(&a.description)
+        .fetch_one(self.pool())
+        .await
+        .map_err(self.db(format!("recording an alert of session {}", a.session)))?;
+        row.try_get("id").map_err(self.db("reading an alert id"))
+    }
+
+    /// Alerts matching `filter`, newest first.
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        let min = match &filter.min_severity {
+            Some(s) => Some(severity_rank(s).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "unknown severity '{s}' (use info, low, medium, high or critical)"
+                ))
+            })?),
+            None => None,
+        };
+        let rows = sqlx::query(
+            "SELECT id, at_us, session_id, channel, offset_us, user_name, target_name, rule_id, \
+                    severity, action, event, text, description \
+             FROM alerts \
+             WHERE ($1 IS NULL OR at_us >= $1) AND ($2 IS NULL OR severity_rank >= $2) \
+               AND ($3 IS NULL OR session_id = $3) \
+             ORDER BY at_us DESC, id DESC LIMIT $4",
+        )
+        .bind(filter.since.map(to_micros).transpose()?)
+        .bind(min)
+        .bind(filter.session.map(|s| s.to_string()))
+        .bind(i64::from(filter.limit.unwrap_or(1000)))
+        .fetch_all(self.pool())
+        .await
+        .map_err(self.db("listing alerts"))?;
+        rows.iter().map(|r| self.alert_from_row(r)).collect()
+    }
+
+    fn alert_from_row(&self, row: &SqliteRow) -> Result<AlertRecord, StoreError> {
+        let op = "reading an alert row";
+        let session: String = row.try_get("session_id").map_err(self.db(op))?;
+        let session: Id = session
+            .parse()
+            .map_err(|e| self.corrupt(format!("alert of session '{session}': {e}")))?;
+        let channel: i64 = row.try_get("channel").map_err(self.db(op))?;
+        let offset: i64 = row.try_get("offset_us").map_err(self.db(op))?;
+        Ok(AlertRecord {
+            id: row.try_get("id").map_err(self.db(op))?,
+            at: self.time(row.try_get("at_us").map_err(self.db(op))?)?,
+            session,
+            channel: u32::try_from(channel)
+                .map_err(|_| self.corrupt(format!("alert channel {channel}")))?,
+            offset_us: u64::try_from(offset)
+                .map_err(|_| self.corrupt(format!("alert offset {offset}")))?,
+            user: self.name(&row.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
+            target: self.name(
+                &row.try_get::<String, _>("target_name")
+                    .map_err(self.db(op))?,
+            )?,
+            rule: row.try_get("rule_id").map_err(self.db(op))?,
+            severity: row.try_get("severity").map_err(self.db(op))?,
+            action: row.try_get("action").map_err(self.db(op))?,
+            event: row.try_get("event").map_err(self.db(op))?,
+            text: row.try_get("text").map_err(self.db(op))?,
+            description: row.try_get("description").map_err(self.db(op))?,
         })
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod datadir;
 mod recordings;
+mod rules;
 mod serve;
 
 use anyhow::Result;
@@ -57,6 +58,12 @@ enum Command {
     /// Check recordings.
     #[command(subcommand)]
     Recordings(recordings::RecordingsCmd),
+    /// Check and try rules.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
+    /// List the alerts rules raised.
+    #[command(subcommand)]
+    Alerts(rules::AlertsCmd),
     /// Search the commands users ran.
     #[command(subcommand)]
     Commands(recordings::CommandsCmd),
@@ -108,6 +115,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Sessions(cmd) => recordings::sessions(&data, cmd).await,
         Command::Recordings(cmd) => recordings::recordings(&data, cmd).await,
         Command::Commands(cmd) => recordings::commands(&data, cmd).await,
+        Command::Rules(cmd) => rules::rules(&data, cmd).await,
+        Command::Alerts(cmd) => rules::alerts(&data, cmd).await,
         Command::Play(args) => recordings::play(&data, args).await,
         Command::Export(args) => recordings::export(&data, args).await,
     }

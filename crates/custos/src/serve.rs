@@ -97,7 +97,9 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
             format!("cannot listen on {listen} (is another gateway running? use --ssh-listen ADDR)")
         })?;
     let admin = crate::control::bind(data).await?;
-    let gateway = Gateway::new(store, keys, host_key, config);
+    let rules = std::sync::Arc::new(crate::rules::load(data)?);
+    info!(rules = rules.len(), "rules loaded");
+    let gateway = Gateway::new(store, keys, rules, host_key, config);
     let admin_task = tokio::spawn(crate::control::serve(admin, gateway.live()));
     info!(listen = %listen, data = %data.display(), "custos gateway listening");
     if quickstart.is_some() {

@@ -1,0 +1,157 @@
+//! Rules and alerts on the command line: `rules check`, `rules test`, `alerts list`, and the
+//! ruleset the gateway serves with (the default pack plus `rules/*.yaml` in the data
+//! directory).
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use custos_rules::{Context, DEFAULT_PACK, Ruleset};
+use std::path::{Path, PathBuf};
+
+use crate::admin::fmt_time;
+use crate::datadir::DataDir;
+
+#[derive(Subcommand)]
+pub enum RulesCmd {
+    /// Validate rule files; errors name the file, line and reason.
+    Check { files: Vec<PathBuf> },
+    /// Show how a command is normalised and which rules match it.
+    Test {
+        #[arg(long)]
+        command: String,
+        #[arg(long, default_value = "user")]
+        user: String,
+        #[arg(long, default_value = "target")]
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AlertsCmd {
+    /// List alerts, newest first.
+    List {
+        /// Only alerts raised at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only alerts of at least this severity: info, low, medium, high or critical.
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The rule files of a data directory: `rules/*.yaml` and `rules/*.yml`, sorted by name.
+fn local_rule_files(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("rules"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The ruleset the gateway enforces: the default pack and the data directory's own rules.
+pub fn load(data: &Path) -> Result<Ruleset> {
+    let mut sources: Vec<(String, String)> = DEFAULT_PACK
+        .iter()
+        .map(|(n, y)| (format!("default pack: {n}"), y.to_string()))
+        .collect();
+    for f in local_rule_files(data) {
+        let text = std::fs::read_to_string(&f)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+        sources.push((f.display().to_string(), text));
+    }
+    Ruleset::from_sources(sources).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub async fn rules(data: &Path, cmd: RulesCmd) -> Result<i32> {
+    match cmd {
+        RulesCmd::Check { files } => {
+            if files.is_empty() {
+                bail!("name the rule files to check");
+            }
+            let diags = custos_rules::check_files(&files);
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            if diags.is_empty() {
+                println!("{} file(s) ok", files.len());
+                Ok(0)
+            } else {
+                Ok(2)
+            }
+        }
+        RulesCmd::Test {
+            command,
+            user,
+            target,
+            json,
+        } => {
+            let ruleset = if DataDir::exists(data) {
+                load(data)?
+            } else {
+                Ruleset::default_pack()
+            };
+            let ctx = Context::new(user, target, time::OffsetDateTime::now_utc());
+            let d = custos_rules::test_command(&ruleset, &command, &ctx);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{d}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
+    let dd = DataDir::open(data)?;
+    let store = dd.store().await?;
+    let AlertsCmd::List {
+        since,
+        severity,
+        json,
+    } = cmd;
+    let since = since
+        .map(|s| {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| anyhow::anyhow!("--since '{s}' is not an RFC 3339 time: {e}"))
+        })
+        .transpose()?;
+    let filter = custos_store::AlertFilter {
+        since,
+        min_severity: severity,
+        session: None,
+        limit: None,
+    };
+    let list = store.alerts(&filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<6} {:<20} {:<9} {:<9} {:<10} {:<10} {:<26} {:<32} TEXT",
+        "ID", "TIME", "SEVERITY", "ACTION", "USER", "TARGET", "SESSION", "RULE"
+    );
+    for a in &list {
+        println!(
+            "{:<6} {:<20} {:<9} {:<9} {:<10} {:<10} {:<26} {:<32} {}",
+            a.id,
+            fmt_time(&a.at).chars().take(19).collect::<String>(),
+            a.severity,
+            a.action,
+            a.user,
+            a.target,
+            a.session,
+            a.rule,
+            a.text
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,138 @@
+//! Rules enforced on exec requests through the real ssh client: alert, block, terminate and
+//! lock, each raising an alert that `custos alerts list` shows.
+
+mod support;
+
+use std::time::Duration;
+use support::Setup;
+
+const T: Duration = Duration::from_secs(15);
+
+fn alerts(s: &Setup, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = vec!["alerts", "list", "--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&s.gw.cli(&a).unwrap()).unwrap()
+}
+
+#[test]
+fn exec_requests_are_alerted_blocked_terminated_and_locked_by_rules() {
+    let s = Setup::new().unwrap();
+
+    // Alert: the command runs, the alert is stored.
+    let out = s
+        .ssh()
+        .arg("cat /etc/shadow > /dev/null; echo done-$((1+1))")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "done-2\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.gw.wait_idle(T).unwrap();
+    let a = alerts(&s, &[]);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0]["rule"], "credential.shadow-read");
+    assert_eq!(a[0]["action"], "alert");
+    assert_eq!(a[0]["user"], "alice");
+    assert_eq!(a[0]["event"], "exec");
+    assert_eq!(a[0]["session"], s.gw.last_session().unwrap().as_str());
+
+    // Block: the command never reaches the target, and the user is told which rule.
+    let out = s
+        .ssh()
+        .arg("history -c; echo should-not-run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("should-not-run"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("blocked by rule evasion.history-clear"),
+        "{err}"
+    );
+
+    // Terminate: refused and the session ends naming the rule.
+    let out = s
+        .ssh()
+        .arg("python3 -c 'import pty; pty.spawn(\"/bin/sh\")'")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revshell.python-pty-spawn"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.gw.wait_idle(T).unwrap();
+    let sessions = s.gw.sessions().unwrap();
+    assert!(
+        sessions[0]["end_reason"]
+            .as_str()
+            .unwrap()
+            .contains("terminated by rule revshell.python-pty-spawn"),
+        "{sessions:?}"
+    );
+
+    // Lock: refused, the account is locked, later logins are refused.
+    let out = s.ssh().arg("nc -e /bin/sh 127.0.0.1 9").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("account locked by rule revshell.netcat-exec"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let users = s.gw.cli(&["user", "list"]).unwrap();
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("alice") && l.contains("locked")),
+        "{users}"
+    );
+    let out = s.ssh().arg("true").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("account is locked"));
+
+    s.gw.wait_idle(T).unwrap();
+    let all = alerts(&s, &[]);
+    let rules: Vec<&str> = all.iter().filter_map(|a| a["rule"].as_str()).collect();
+    for r in [
+        "credential.shadow-read",
+        "evasion.history-clear",
+        "revshell.python-pty-spawn",
+        "revshell.netcat-exec",
+    ] {
+        assert!(rules.contains(&r), "{r} missing from {rules:?}");
+    }
+    let critical = alerts(&s, &["--severity", "critical"]);
+    assert!(critical.iter().all(|a| a["severity"] == "critical"));
+    assert!(critical.iter().any(|a| a["rule"] == "revshell.netcat-exec"));
+    let table = s.gw.cli(&["alerts", "list"]).unwrap();
+    assert!(table.contains("evasion.history-clear"));
+    assert!(s.gw.log().contains("rule matched"));
+    let bad =
+        s.gw.cli_raw(&["alerts", "list", "--severity", "urgent"])
+            .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown severity"));
+}
+
+#[test]
+fn rules_cli_checks_files_and_tests_commands() {
+    let gw = support::Gateway::init().unwrap();
+    let out = gw
+        .cli(&["rules", "test", "--command", "r\\m -rf /"])
+        .unwrap();
+    assert!(
+        out.contains("destructive.rm-rf-root") && out.starts_with("block"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "- id: x\n  description: d\n  severity: urgent\n").unwrap();
+    let out = gw
+        .cli_raw(&["rules", "check", &bad.display().to_string()])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml") && err.contains(":3"), "{err}");
+}
