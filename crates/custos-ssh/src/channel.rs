@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use custos_core::EndReason;
 use custos_recording::EventKind;
+use custos_term::{CommandEvent, CommandTracker, EchoTracker, Verdict};
 use custos_transfer::{FileOp, ScpAudit, SftpAudit};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty};
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 use crate::gateway::ConnShared;
 use crate::local::PtyParams;
 use crate::session::LiveSession;
-use crate::target::{StartRequest, TargetChannel, TargetEvent};
+use crate::target::{StartRequest, TargetChannel, TargetEvent, TargetInput};
 
 /// Requests the handler routes to a channel task.
 pub(crate) enum ChanReq {
@@ -232,16 +233,18 @@ pub(crate) async fn run_session_channel(
         _ => None,
     }
     .map(Mutex::new);
-    pump(
-        &shared,
-        &session,
-        ch,
-        (uread, uwrite),
-        tchan,
-        reqs,
-        audit.as_ref(),
-    )
-    .await;
+    // Interactive shells get a terminal model that reads each command off the screen.
+    let tracker = match (&pty_params, &start) {
+        (Some(p), StartRequest::Shell) => {
+            Some(Mutex::new(LineModel::new(clamp16(p.cols), clamp16(p.rows))))
+        }
+        _ => None,
+    };
+    let taps = Taps {
+        audit: audit.as_ref(),
+        tracker: tracker.as_ref(),
+    };
+    pump(&shared, &session, ch, (uread, uwrite), tchan, reqs, taps).await;
 }
 
 fn clamp16(v: u32) -> u16 {
@@ -261,6 +264,57 @@ async fn granted_names(shared: &ConnShared) -> String {
         _ => "none".into(),
     }
 }
+
+/// What watches a channel's bytes besides the recorder: a file-transfer decoder (SFTP, scp)
+/// or a terminal's command tracker.
+struct Taps<'a> {
+    audit: Option<&'a Mutex<Audit>>,
+    tracker: Option<&'a Mutex<LineModel>>,
+}
+
+/// The terminal models of an interactive channel: the command tracker reads command lines off
+/// the screen, the echo tracker tells which typed keys were never echoed (a no-echo prompt),
+/// so that a password is never taken for a command.
+pub(crate) struct LineModel {
+    commands: CommandTracker,
+    echo: EchoTracker,
+    /// A key of the current line was judged not echoed.
+    secret: bool,
+}
+
+impl LineModel {
+    fn new(cols: u16, rows: u16) -> LineModel {
+        LineModel {
+            commands: CommandTracker::new(cols, rows),
+            echo: EchoTracker::new(),
+            secret: false,
+        }
+    }
+
+    fn drain_decisions(&mut self) {
+        while let Some(d) = self.echo.pop_decision() {
+            if d.verdict == Verdict::Redact {
+                self.secret = true;
+            }
+        }
+    }
+
+    fn output(&mut self, now: u64, d: &[u8]) -> Vec<CommandEvent> {
+        self.commands.on_output(now, d);
+        self.echo.on_output(now, d);
+        self.drain_decisions();
+        self.commands.take_events()
+    }
+
+    fn input(&mut self, now: u64, d: &[u8]) -> Vec<CommandEvent> {
+        let _ = self.echo.on_input(now, d);
+        self.drain_decisions();
+        self.commands.on_input(now, d)
+    }
+}
+
+/// How long an Enter may wait for the echo of the keys typed before it.
+const ECHO_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A file-transfer protocol decoder running beside a channel.
 enum Audit {
@@ -332,8 +386,9 @@ async fn pump(
     (mut uread, uwrite): (russh::ChannelReadHalf, UserWrite),
     tchan: TargetChannel,
     mut reqs: mpsc::UnboundedReceiver<ChanReq>,
-    audit: Option<&Mutex<Audit>>,
+    taps: Taps<'_>,
 ) {
+    let Taps { audit, tracker } = taps;
     let handle = shared.handle.get();
     let backlog = &shared.backlog;
     let TargetChannel { input, mut events } = tchan;
@@ -357,7 +412,7 @@ async fn pump(
                             break;
                         }
                         let n = data.len() as i64;
-                        let sent = input.data(data).await;
+                        let sent = forward_input(shared, session, ch, input, uwrite, tracker, data).await;
                         backlog.fetch_sub(n, Ordering::Relaxed);
                         if sent.is_err() {
                             break;
@@ -375,6 +430,9 @@ async fn pump(
                 },
                 req = reqs.recv() => match req {
                     Some(ChanReq::Resize(c, r)) => {
+                        if let Some(tr) = tracker {
+                            lock(tr).commands.resize(clamp16(c), clamp16(r));
+                        }
                         session.record(ch, EventKind::Resize { cols: clamp16(c), rows: clamp16(r) }).await;
                         input.resize(c, r).await;
                     }
@@ -407,6 +465,10 @@ async fn pump(
                         if let Some(a) = audit {
                             let ops = lock(a).server(&d);
                             record_ops(session, ch, ops).await;
+                        }
+                        if let Some(tr) = tracker {
+                            let events = lock(tr).output(session.now_us(), &d);
+                            log_commands(session, ch, events);
                         }
                         if !session.record(ch, EventKind::Output(d.clone())).await {
                             break;
@@ -555,7 +617,11 @@ pub(crate) async fn run_forward_channel(
     reply.accept().await;
     let (uread, uwrite) = channel.split();
     let (_tx, rx) = mpsc::unbounded_channel();
-    pump(&shared, &session, ch, (uread, uwrite), tchan, rx, None).await;
+    let taps = Taps {
+        audit: None,
+        tracker: None,
+    };
+    pump(&shared, &session, ch, (uread, uwrite), tchan, rx, taps).await;
 }
 
 /// The target menu shown to a user who logged in without naming a target. Returns the chosen
@@ -738,4 +804,123 @@ async fn change_one_time_password(shared: &ConnShared, p: &mut Prompter<'_>) -> 
         return Ok(());
     }
     Err("password not changed after three attempts".into())
+}
+
+/// Stores the commands and exit statuses a terminal's command tracker reported.
+fn log_commands(session: &LiveSession, ch: u32, events: Vec<CommandEvent>) {
+    for ev in events {
+        match ev {
+            CommandEvent::Command {
+                time_us: _,
+                text,
+                cwd,
+            } => {
+                info!(session = %session.id, command = %text, "command");
+                session
+                    .commands
+                    .command(ch, session.now_us(), "shell", text, cwd);
+            }
+            CommandEvent::Finished {
+                exit_status: Some(code),
+                ..
+            } => session.commands.finished(ch, code),
+            CommandEvent::Finished { .. } => {}
+        }
+    }
+}
+
+/// Forwards user input to the target. On a terminal with a command tracker every Enter is held
+/// until the line it submits has been checked against the rules: an allowed line goes on, a
+/// refused one never reaches the target — the gateway clears the typed line there (Ctrl-U)
+/// and asks for a fresh prompt, and tells the user which rule refused it.
+async fn forward_input(
+    shared: &ConnShared,
+    session: &LiveSession,
+    ch: u32,
+    input: &TargetInput,
+    uwrite: &UserWrite,
+    tracker: Option<&Mutex<LineModel>>,
+    data: Bytes,
+) -> Result<(), ()> {
+    let Some(tr) = tracker else {
+        return input.data(data).await;
+    };
+    let mut rest = data;
+    while let Some(pos) = rest.iter().position(|&b| b == b'\r') {
+        let head = rest.slice(..pos);
+        let after = rest.slice(pos + 1..);
+        if !head.is_empty() {
+            let events = lock(tr).input(session.now_us(), &head);
+            log_commands(session, ch, events);
+            input.data(head).await?;
+        }
+        // Hold the Enter until the keys before it are known to be echoed (normally they are
+        // already); keys never echoed mean a no-echo prompt, and that line is no command.
+        let deadline = tokio::time::Instant::now() + ECHO_WAIT;
+        loop {
+            let pending = {
+                let mut t = lock(tr);
+                t.drain_decisions();
+                t.echo.pending() > 0 && !t.secret
+            };
+            if !pending || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let now = session.now_us();
+        let (secret, line) = {
+            let mut t = lock(tr);
+            t.drain_decisions();
+            let secret = t.secret || t.echo.pending() > 0;
+            let line = if secret {
+                None
+            } else {
+                t.commands.pending_line()
+            };
+            (secret, line)
+        };
+        let text = line.as_deref().map(str::trim).unwrap_or("").to_string();
+        let refusal = if text.is_empty() {
+            None
+        } else {
+            let event = custos_rules::Event::Command { text: text.clone() };
+            crate::enforce::check(shared, session, ch, "command", &text, event).await
+        };
+        match refusal {
+            None => {
+                let events = {
+                    let mut t = lock(tr);
+                    t.commands.set_secret_input(secret);
+                    let events = t.input(now, b"\r");
+                    t.commands.set_secret_input(false);
+                    t.secret = false;
+                    events
+                };
+                log_commands(session, ch, events);
+                input.data(Bytes::from_static(b"\r")).await?;
+            }
+            Some(msg) => {
+                {
+                    // Ctrl-C resets the models' line the way the cleared line resets the shell's.
+                    let mut t = lock(tr);
+                    let _ = t.input(now, b"\x03");
+                    t.secret = false;
+                }
+                session.commands.command(ch, now, "shell", text, None);
+                session.record(ch, EventKind::Note(msg.clone())).await;
+                input.data(Bytes::from_static(b"\x15\r")).await?;
+                let _ = uwrite
+                    .data_bytes(Bytes::from(format!("\r\ncustos: {msg}\r\n")))
+                    .await;
+            }
+        }
+        rest = after;
+    }
+    if !rest.is_empty() {
+        let events = lock(tr).input(session.now_us(), &rest);
+        log_commands(session, ch, events);
+        input.data(rest).await?;
+    }
+    Ok(())
 }

@@ -136,3 +136,63 @@ fn rules_cli_checks_files_and_tests_commands() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yaml") && err.contains(":3"), "{err}");
 }
+
+#[test]
+fn interactive_commands_are_read_off_the_screen_checked_and_blocked() {
+    let s = Setup::new().unwrap();
+    let mut c = s.ssh();
+    c.arg("-tt");
+    let mut p = custos_testkit::Pty::spawn(c, 100, 30).unwrap();
+    p.send_line("export PS1='pr''ompt$ '").unwrap();
+    p.expect("prompt$ ", T).unwrap();
+    // Line editing: what the shell receives is what is stored.
+    p.write(b"echo abX").unwrap();
+    p.expect("abX", T).unwrap();
+    p.write(b"\x7fc\r").unwrap();
+    p.expect("abc\r\n", T).unwrap();
+    p.expect("prompt$ ", T).unwrap();
+    // A blocked command never runs; the shell stays usable.
+    p.send_line("history -c; echo ran-$((7*6))").unwrap();
+    p.expect("blocked by rule evasion.history-clear", T)
+        .unwrap();
+    // Type at the fresh prompt, as a person would (docs/command-audit.md: typing ahead).
+    p.expect("prompt$ ", T).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    p.send_line("echo after-$((2*2))").unwrap();
+    p.expect("after-4", T).unwrap();
+    p.expect("prompt$ ", T).unwrap();
+    assert!(!p.output().contains("ran-42"), "{}", p.output());
+    p.send_line("exit").unwrap();
+    p.wait(T).unwrap();
+    s.gw.wait_idle(T).unwrap();
+
+    let found: Vec<serde_json::Value> =
+        serde_json::from_str(&s.gw.cli(&["commands", "search", "", "--json"]).unwrap()).unwrap();
+    let texts: Vec<&str> = found.iter().filter_map(|c| c["text"].as_str()).collect();
+    assert!(texts.contains(&"echo abc"), "{texts:?}");
+    assert!(texts.contains(&"echo after-$((2*2))"), "{texts:?}");
+    assert!(
+        texts.contains(&"history -c; echo ran-$((7*6))"),
+        "{texts:?}"
+    );
+    assert!(found.iter().all(|c| c["kind"] == "shell"));
+    let a = alerts(&s, &[]);
+    assert!(
+        a.iter()
+            .any(|a| a["rule"] == "evasion.history-clear" && a["event"] == "command"),
+        "{a:?}"
+    );
+    // The search result's offset replays the session from there.
+    let hit: Vec<serde_json::Value> = serde_json::from_str(
+        &s.gw
+            .cli(&["commands", "search", "after-", "--json"])
+            .unwrap(),
+    )
+    .unwrap();
+    let at = hit[0]["offset_us"].as_u64().unwrap() as f64 / 1e6;
+    let id = hit[0]["session"].as_str().unwrap().to_string();
+    let replay =
+        s.gw.cli(&["play", &id, "--speed", "1000", "--at", &format!("{at:.3}")])
+            .unwrap();
+    assert!(replay.contains("after-4"), "{replay}");
+}
