@@ -280,7 +280,15 @@ pub(crate) struct LineModel {
     echo: EchoTracker,
     /// A key of the current line was judged not echoed.
     secret: bool,
+    /// The current line as typed (printable keys, Backspace, Ctrl-U), a second opinion for
+    /// the rules when the screen is read wrongly (keys typed ahead of a prompt).
+    typed: String,
+    /// Inside an escape sequence typed by the user (arrows, function keys).
+    in_escape: bool,
 }
+
+/// The longest typed line kept for the rules.
+const TYPED_CAP: usize = 4096;
 
 impl LineModel {
     fn new(cols: u16, rows: u16) -> LineModel {
@@ -288,6 +296,8 @@ impl LineModel {
             commands: CommandTracker::new(cols, rows),
             echo: EchoTracker::new(),
             secret: false,
+            typed: String::new(),
+            in_escape: false,
         }
     }
 
@@ -307,6 +317,18 @@ impl LineModel {
     }
 
     fn input(&mut self, now: u64, d: &[u8]) -> Vec<CommandEvent> {
+        for &b in d {
+            match b {
+                _ if self.in_escape => self.in_escape = !(b.is_ascii_alphabetic() || b == b'~'),
+                0x1b => self.in_escape = true,
+                0x7f | 0x08 => {
+                    self.typed.pop();
+                }
+                0x03 | 0x15 | b'\r' | b'\n' => self.typed.clear(),
+                0x20..=0x7e if self.typed.len() < TYPED_CAP => self.typed.push(b as char),
+                _ => {}
+            }
+        }
         let _ = self.echo.on_input(now, d);
         self.drain_decisions();
         self.commands.on_input(now, d)
@@ -829,10 +851,55 @@ fn log_commands(session: &LiveSession, ch: u32, events: Vec<CommandEvent>) {
     }
 }
 
+/// Whether the rules would refuse `event` (block or stronger), without raising alerts.
+fn would_refuse(shared: &ConnShared, session: &LiveSession, event: &custos_rules::Event) -> bool {
+    let ctx = custos_rules::Context::new(
+        session.user.as_str(),
+        session.target.name.as_str(),
+        time::OffsetDateTime::now_utc(),
+    );
+    shared.ctx.rules.evaluate(event, &ctx).action >= Some(custos_rules::Action::Block)
+}
+
+/// Of the screen line and the typed line, the one the rules judge more severely (the screen
+/// line on a tie).
+fn stricter<'a>(
+    shared: &ConnShared,
+    session: &LiveSession,
+    screen: &'a str,
+    typed: &'a str,
+) -> &'a str {
+    if typed.is_empty() || typed == screen {
+        return screen;
+    }
+    let ctx = custos_rules::Context::new(
+        session.user.as_str(),
+        session.target.name.as_str(),
+        time::OffsetDateTime::now_utc(),
+    );
+    let judge = |t: &str| {
+        shared
+            .ctx
+            .rules
+            .evaluate(
+                &custos_rules::Event::Command {
+                    text: t.to_string(),
+                },
+                &ctx,
+            )
+            .action
+    };
+    if judge(typed) > judge(screen) {
+        typed
+    } else {
+        screen
+    }
+}
+
 /// Forwards user input to the target. On a terminal with a command tracker every Enter is held
 /// until the line it submits has been checked against the rules: an allowed line goes on, a
-/// refused one never reaches the target — the gateway clears the typed line there (Ctrl-U)
-/// and asks for a fresh prompt, and tells the user which rule refused it.
+/// refused one never reaches the target — the gateway interrupts the line there (Ctrl-C) and
+/// tells the user which rule refused it.
 async fn forward_input(
     shared: &ConnShared,
     session: &LiveSession,
@@ -869,23 +936,50 @@ async fn forward_input(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let now = session.now_us();
-        let (secret, line) = {
+        let (secret, undecided, line, typed) = {
             let mut t = lock(tr);
             t.drain_decisions();
-            let secret = t.secret || t.echo.pending() > 0;
+            // Keys whose echo has not come back in time: a no-echo prompt, or keys typed ahead
+            // while the terminal was not echoing (between two commands).
+            let undecided = !t.secret && t.echo.pending() > 0;
+            let secret = t.secret || undecided;
             let line = if secret {
                 None
             } else {
                 t.commands.pending_line()
             };
-            (secret, line)
+            (secret, undecided, line, t.typed.trim().to_string())
         };
         let text = line.as_deref().map(str::trim).unwrap_or("").to_string();
-        let refusal = if text.is_empty() {
+        const WITHHELD: &str = "(typed input, not echoed: text withheld)";
+        let mut stored = text.clone();
+        let refusal = if undecided {
+            // Possibly a secret, possibly a command typed ahead: the typed text is checked, but
+            // only a refusing rule acts on it, and its alert withholds the text.
+            let event = custos_rules::Event::Command {
+                text: typed.clone(),
+            };
+            if would_refuse(shared, session, &event) {
+                stored = WITHHELD.to_string();
+                crate::enforce::check(shared, session, ch, "command", WITHHELD, event).await
+            } else {
+                None
+            }
+        } else if secret {
             None
         } else {
-            let event = custos_rules::Event::Command { text: text.clone() };
-            crate::enforce::check(shared, session, ch, "command", &text, event).await
+            // The screen is the truth for what the shell receives; the typed keys are checked
+            // too, and whichever the rules judge more severely is enforced.
+            let checked = stricter(shared, session, &text, &typed);
+            stored = checked.to_string();
+            if checked.is_empty() {
+                None
+            } else {
+                let event = custos_rules::Event::Command {
+                    text: checked.to_string(),
+                };
+                crate::enforce::check(shared, session, ch, "command", checked, event).await
+            }
         };
         match refusal {
             None => {
@@ -907,9 +1001,12 @@ async fn forward_input(
                     let _ = t.input(now, b"\x03");
                     t.secret = false;
                 }
-                session.commands.command(ch, now, "shell", text, None);
+                session.commands.command(ch, now, "shell", stored, None);
                 session.record(ch, EventKind::Note(msg.clone())).await;
-                input.data(Bytes::from_static(b"\x15\r")).await?;
+                // Ctrl-C: the shell drops the line, and the terminal discards input typed ahead
+                // while a command was running (which a line-kill would not reach). It also
+                // interrupts that command — the price of never running a refused line.
+                input.data(Bytes::from_static(b"\x03")).await?;
                 let _ = uwrite
                     .data_bytes(Bytes::from(format!("\r\ncustos: {msg}\r\n")))
                     .await;

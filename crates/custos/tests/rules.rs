@@ -162,6 +162,15 @@ fn interactive_commands_are_read_off_the_screen_checked_and_blocked() {
     p.expect("after-4", T).unwrap();
     p.expect("prompt$ ", T).unwrap();
     assert!(!p.output().contains("ran-42"), "{}", p.output());
+    // Typed ahead while another command runs: still checked, still blocked.
+    p.send_line("sleep 1").unwrap();
+    p.send_line("history -c; echo ran2-$((7*7))").unwrap();
+    p.expect("blocked by rule evasion.history-clear", T)
+        .unwrap();
+    p.send_line("echo fine-$((3*3))").unwrap();
+    p.expect("fine-9", T).unwrap();
+    p.expect("prompt$ ", T).unwrap();
+    assert!(!p.output().contains("ran2-49"), "{}", p.output());
     p.send_line("exit").unwrap();
     p.wait(T).unwrap();
     s.gw.wait_idle(T).unwrap();
