@@ -858,7 +858,7 @@ fn would_refuse(shared: &ConnShared, session: &LiveSession, event: &custos_rules
         session.target.name.as_str(),
         time::OffsetDateTime::now_utc(),
     );
-    shared.ctx.rules.evaluate(event, &ctx).action >= Some(custos_rules::Action::Block)
+    shared.ctx.rules.current().evaluate(event, &ctx).action >= Some(custos_rules::Action::Block)
 }
 
 /// Of the screen line and the typed line, the one the rules judge more severely (the screen
@@ -881,6 +881,7 @@ fn stricter<'a>(
         shared
             .ctx
             .rules
+            .current()
             .evaluate(
                 &custos_rules::Event::Command {
                     text: t.to_string(),

@@ -29,7 +29,7 @@ pub(crate) async fn check(
         time::OffsetDateTime::now_utc(),
     );
     ctx.target_labels = session.target.labels.clone();
-    let decision: Decision = shared.ctx.rules.evaluate(&event, &ctx);
+    let decision: Decision = shared.ctx.rules.current().evaluate(&event, &ctx);
     let action = decision.action?;
     let offset_us = session.now_us();
     for m in &decision.matches {

@@ -50,11 +50,28 @@ impl Default for GatewayConfig {
 
 pub(crate) struct Ctx {
     pub store: Store,
-    pub rules: Arc<custos_rules::Ruleset>,
+    pub rules: RulesHandle,
     pub keys: Arc<RecordingKeys>,
     pub config: GatewayConfig,
     pub limiter: Mutex<AuthLimiter>,
     pub live: LiveRegistry,
+}
+
+/// The ruleset in force, replaceable while the gateway runs (a reload swaps it whole; sessions
+/// see the new rules at their next check).
+#[derive(Clone)]
+pub struct RulesHandle(Arc<std::sync::RwLock<Arc<custos_rules::Ruleset>>>);
+
+impl RulesHandle {
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<custos_rules::Ruleset> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `rules` in force.
+    pub fn replace(&self, rules: custos_rules::Ruleset) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
 }
 
 /// The gateway: everything needed to serve SSH connections.
@@ -78,7 +95,7 @@ impl Gateway {
         Gateway {
             ctx: Arc::new(Ctx {
                 store,
-                rules,
+                rules: RulesHandle(Arc::new(std::sync::RwLock::new(rules))),
                 keys,
                 config,
                 limiter,
@@ -86,6 +103,11 @@ impl Gateway {
             }),
             host_key,
         }
+    }
+
+    /// The rules in force, for reloading.
+    pub fn rules(&self) -> RulesHandle {
+        self.ctx.rules.clone()
     }
 
     /// The sessions running in this process.

@@ -14,6 +14,6 @@ pub mod local;
 mod session;
 pub mod target;
 
-pub use gateway::{Gateway, GatewayConfig};
+pub use gateway::{Gateway, GatewayConfig, RulesHandle};
 pub use limiter::AuthLimits;
 pub use session::{LiveRegistry, LiveSessionInfo};

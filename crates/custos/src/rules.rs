@@ -43,7 +43,7 @@ pub enum AlertsCmd {
 }
 
 /// The rule files of a data directory: `rules/*.yaml` and `rules/*.yml`, sorted by name.
-fn local_rule_files(data: &Path) -> Vec<PathBuf> {
+pub fn local_rule_files(data: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("rules"))
         .map(|rd| {
             rd.flatten()
@@ -154,4 +154,59 @@ pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// What identifies the current state of the rule files: names, sizes and modification times.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// The fingerprint of the data directory's rule files now. Take it before loading, so a
+/// change made during the load is seen later.
+pub fn fingerprint(data: &Path) -> Fingerprint {
+    local_rule_files(data)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let len = m.as_ref().map_or(0, |m| m.len());
+            let modified = m.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
+}
+
+/// Reloads the rules on SIGHUP and when the files in `rules/` change (checked every two
+/// seconds). A set that does not compile is refused with its errors and the rules in force
+/// stay in force.
+pub fn watch(
+    data: PathBuf,
+    handle: custos_ssh::RulesHandle,
+    mut seen: Fingerprint,
+) -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    async move {
+        loop {
+            let by_signal = tokio::select! {
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => false,
+            };
+            let now = fingerprint(&data);
+            if !by_signal && now == seen {
+                continue;
+            }
+            seen = now;
+            match load(&data) {
+                Ok(rules) => {
+                    tracing::info!(
+                        rules = rules.len(),
+                        trigger = if by_signal { "SIGHUP" } else { "file change" },
+                        "rules reloaded"
+                    );
+                    handle.replace(rules);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rules not reloaded; the previous rules stay in force")
+                }
+            }
+        }
+    }
 }

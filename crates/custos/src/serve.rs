@@ -97,10 +97,16 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
             format!("cannot listen on {listen} (is another gateway running? use --ssh-listen ADDR)")
         })?;
     let admin = crate::control::bind(data).await?;
+    let rules_state = crate::rules::fingerprint(data);
     let rules = std::sync::Arc::new(crate::rules::load(data)?);
     info!(rules = rules.len(), "rules loaded");
     let gateway = Gateway::new(store, keys, rules, host_key, config);
     let admin_task = tokio::spawn(crate::control::serve(admin, gateway.live()));
+    let rules_task = tokio::spawn(crate::rules::watch(
+        data.to_path_buf(),
+        gateway.rules(),
+        rules_state,
+    ));
     info!(listen = %listen, data = %data.display(), "custos gateway listening");
     if quickstart.is_some() {
         let host = if listen.ip().is_unspecified() {
@@ -125,6 +131,7 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
     }
     gateway.serve(listener, shutdown_signal()).await?;
     admin_task.abort();
+    rules_task.abort();
     let _ = std::fs::remove_file(crate::control::socket_path(data));
     info!("custos gateway stopped");
     Ok(0)

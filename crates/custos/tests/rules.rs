@@ -205,3 +205,50 @@ fn interactive_commands_are_read_off_the_screen_checked_and_blocked() {
             .unwrap();
     assert!(replay.contains("after-4"), "{replay}");
 }
+
+#[test]
+fn rules_reload_on_sighup_and_on_file_change_and_a_broken_file_changes_nothing() {
+    let s = Setup::new().unwrap();
+    let dir = s.gw.data.join("rules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.yaml");
+    let rule = |word: &str| {
+        format!(
+            "- id: site.no-{word}\n  description: The word {word} is not run here.\n  severity: medium\n  mitre: [T1059]\n  action: block\n  match: {{command: {{program: [echo], args: ['{word}']}}}}\n  examples: {{match: [\"echo {word}\"], no_match: [\"echo hello\"]}}\n"
+        )
+    };
+    let run = |word: &str| s.ssh().arg(format!("echo {word}")).output().unwrap();
+
+    // Picked up when the file appears.
+    std::fs::write(&site, rule("alpha")).unwrap();
+    s.gw.wait_log("rules reloaded", T).unwrap();
+    let out = run("alpha");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blocked by rule site.no-alpha"));
+
+    // A broken file is refused with its error; the rules in force stay.
+    std::fs::write(&site, "- id: broken\n  severity: urgent\n").unwrap();
+    s.gw.wait_log("rules not reloaded", T).unwrap();
+    assert!(s.gw.log().contains("site.yaml"), "{}", s.gw.log());
+    assert_eq!(
+        run("alpha").status.code(),
+        Some(1),
+        "the previous rules must stay in force"
+    );
+
+    // SIGHUP reloads too (the file's mtime may not have moved within the poll interval).
+    std::fs::write(&site, rule("beta")).unwrap();
+    let pid = s.gw.pid().unwrap();
+    std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while s.gw.log().matches("rules reloaded").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.gw.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(String::from_utf8_lossy(&run("alpha").stdout), "alpha\n");
+    assert_eq!(run("beta").status.code(), Some(1));
+}

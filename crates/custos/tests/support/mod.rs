@@ -141,6 +141,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// The gateway's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops the gateway with SIGKILL (no chance to clean up).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
