@@ -1308,33 +1308,57 @@ impl Store {
         rows.iter().map(|r| self.command_from_row(r)).collect()
     }
 
-    fn command_from_row(&self, row: &SqliteRow) -> Result<CommandRecord, StoreError> {
-        let op = "reading a command row";
-        let session: String = row.try_get("session_id").map_err(self.db(op))?;
+    /// The columns commands and alerts share: when, which session and channel, the offset in
+    /// the recording, user and target.
+    fn event_columns(&self, row: &SqliteRow, what: &str) -> Result<EventColumns, StoreError> {
+        let op = format!("reading {what} row");
+        let session: String = row.try_get("session_id").map_err(self.db(op.clone()))?;
         let session: Id = session
             .parse()
-            .map_err(|e| self.corrupt(format!("command of session '{session}': {e}")))?;
-        let channel: i64 = row.try_get("channel").map_err(self.db(op))?;
-        let offset: i64 = row.try_get("offset_us").map_err(self.db(op))?;
-        let exit: Option<i64> = row.try_get("exit_status").map_err(self.db(op))?;
-        Ok(CommandRecord {
+            .map_err(|e| self.corrupt(format!("{what} of session '{session}': {e}")))?;
+        let channel: i64 = row.try_get("channel").map_err(self.db(op.clone()))?;
+        let offset: i64 = row.try_get("offset_us").map_err(self.db(op.clone()))?;
+        let user: String = row.try_get("user_name").map_err(self.db(op.clone()))?;
+        let target: String = row.try_get("target_name").map_err(self.db(op.clone()))?;
+        Ok(EventColumns {
+            at: self.time(row.try_get("at_us").map_err(self.db(op))?)?,
             session,
             channel: u32::try_from(channel)
-                .map_err(|_| self.corrupt(format!("command channel {channel}")))?,
+                .map_err(|_| self.corrupt(format!("{what} channel {channel}")))?,
             offset_us: u64::try_from(offset)
-                .map_err(|_| self.corrupt(format!("command offset {offset}")))?,
-            at: self.time(row.try_get("at_us").map_err(self.db(op))?)?,
+                .map_err(|_| self.corrupt(format!("{what} offset {offset}")))?,
+            user: self.name(&user)?,
+            target: self.name(&target)?,
+        })
+    }
+
+    fn command_from_row(&self, row: &SqliteRow) -> Result<CommandRecord, StoreError> {
+        let op = "reading a command row";
+        let c = self.event_columns(row, "a command")?;
+        let exit: Option<i64> = row.try_get("exit_status").map_err(self.db(op))?;
+        Ok(CommandRecord {
+            session: c.session,
+            channel: c.channel,
+            offset_us: c.offset_us,
+            at: c.at,
             kind: row.try_get("kind").map_err(self.db(op))?,
             text: row.try_get("text").map_err(self.db(op))?,
             cwd: row.try_get("cwd").map_err(self.db(op))?,
             exit_status: exit.and_then(|v| i32::try_from(v).ok()),
-            user: self.name(&row.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
-            target: self.name(
-                &row.try_get::<String, _>("target_name")
-                    .map_err(self.db(op))?,
-            )?,
+            user: c.user,
+            target: c.target,
         })
     }
+}
+
+/// See [`Store::event_columns`].
+struct EventColumns {
+    at: OffsetDateTime,
+    session: Id,
+    channel: u32,
+    offset_us: u64,
+    user: Name,
+    target: Name,
 }
 
 impl Store {
@@ -1396,25 +1420,15 @@ impl Store {
 
     fn alert_from_row(&self, row: &SqliteRow) -> Result<AlertRecord, StoreError> {
         let op = "reading an alert row";
-        let session: String = row.try_get("session_id").map_err(self.db(op))?;
-        let session: Id = session
-            .parse()
-            .map_err(|e| self.corrupt(format!("alert of session '{session}': {e}")))?;
-        let channel: i64 = row.try_get("channel").map_err(self.db(op))?;
-        let offset: i64 = row.try_get("offset_us").map_err(self.db(op))?;
+        let c = self.event_columns(row, "an alert")?;
         Ok(AlertRecord {
             id: row.try_get("id").map_err(self.db(op))?,
-            at: self.time(row.try_get("at_us").map_err(self.db(op))?)?,
-            session,
-            channel: u32::try_from(channel)
-                .map_err(|_| self.corrupt(format!("alert channel {channel}")))?,
-            offset_us: u64::try_from(offset)
-                .map_err(|_| self.corrupt(format!("alert offset {offset}")))?,
-            user: self.name(&row.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
-            target: self.name(
-                &row.try_get::<String, _>("target_name")
-                    .map_err(self.db(op))?,
-            )?,
+            at: c.at,
+            session: c.session,
+            channel: c.channel,
+            offset_us: c.offset_us,
+            user: c.user,
+            target: c.target,
             rule: row.try_get("rule_id").map_err(self.db(op))?,
             severity: row.try_get("severity").map_err(self.db(op))?,
             action: row.try_get("action").map_err(self.db(op))?,

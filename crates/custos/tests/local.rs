@@ -105,16 +105,7 @@ fn admin_reaches_the_local_target_by_name_and_through_the_menu() {
 #[test]
 fn cli_manages_users_targets_and_grants_without_leaking_credentials() {
     let gw = Gateway::init().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "erin",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
+    gw.add_key_user("erin").unwrap();
     let users: serde_json::Value =
         serde_json::from_str(&gw.cli(&["user", "list", "--json"]).unwrap()).unwrap();
     assert!(
@@ -184,16 +175,7 @@ fn cli_manages_users_targets_and_grants_without_leaking_credentials() {
 #[test]
 fn local_target_os_user_and_refused_x11_forwarding() {
     let mut gw = Gateway::init().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "erin",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
+    let k = gw.add_key_user("erin").unwrap();
     let me = custos_testkit::current_user().unwrap();
     gw.cli(&["target", "add", "asme", "--local", "--os-user", &me])
         .unwrap();

@@ -347,16 +347,7 @@ fn port_forwarding_is_refused_by_default_and_recorded_when_allowed() {
 #[test]
 fn only_allow_listed_environment_reaches_the_target() {
     let mut gw = support::Gateway::init().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let k = custos_testkit::Keypair::generate(keys.path(), "k").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "erin",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
+    let k = gw.add_key_user("erin").unwrap();
     gw.cli(&["grant", "erin", "local"]).unwrap();
     gw.start().unwrap();
     let out = gw

@@ -184,16 +184,8 @@ fn unknown_and_ungranted_targets_are_refused() {
 fn target_down_is_reported_quickly() {
     let mut gw = Gateway::init().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let k = Keypair::generate(keys.path(), "alice").unwrap();
+    let k = gw.add_key_user("alice").unwrap();
     let tk = Keypair::generate(keys.path(), "target").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "alice",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
     let port = free_port().to_string();
     gw.cli(&[
         "target",
@@ -268,16 +260,7 @@ fn host_key_mismatch_is_refused_and_tofu_pins() {
     let sshd = Sshd::start().unwrap();
     let other = Sshd::start().unwrap();
     let mut gw = Gateway::init().unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let k = Keypair::generate(keys.path(), "alice").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "alice",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
+    let k = gw.add_key_user("alice").unwrap();
     let port = sshd.port().to_string();
     let key = sshd.client_key_path().display().to_string();
     let login = sshd.login();
@@ -447,16 +430,8 @@ fn refused_credential_and_silent_target_are_reported_within_the_timeout() {
         .replace("connect_timeout_secs = 10", "connect_timeout_secs = 2");
     std::fs::write(&cfg, text).unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let k = Keypair::generate(keys.path(), "alice").unwrap();
+    let k = gw.add_key_user("alice").unwrap();
     let wrong = Keypair::generate(keys.path(), "wrong").unwrap();
-    gw.cli(&[
-        "user",
-        "add",
-        "alice",
-        "--ssh-key",
-        &k.public_path().display().to_string(),
-    ])
-    .unwrap();
     let port = sshd.port().to_string();
     let login = sshd.login();
     gw.cli(&[

@@ -141,6 +141,19 @@ impl Gateway {
         Ok(())
     }
 
+    /// Adds user `name` with a fresh key pair (kept in the test's folder) and returns it.
+    pub fn add_key_user(&self, name: &str) -> Result<Keypair> {
+        let k = Keypair::generate(self.dir.path(), &format!("user-{name}"))?;
+        self.cli(&[
+            "user",
+            "add",
+            name,
+            "--ssh-key",
+            &k.public_path().display().to_string(),
+        ])?;
+        Ok(k)
+    }
+
     /// The gateway's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -278,14 +291,7 @@ impl Setup {
         let sshd = Sshd::start()?;
         let mut gw = Gateway::init()?;
         let keys_dir = tempfile::tempdir()?;
-        let alice = Keypair::generate(keys_dir.path(), "alice")?;
-        gw.cli(&[
-            "user",
-            "add",
-            "alice",
-            "--ssh-key",
-            &alice.public_path().display().to_string(),
-        ])?;
+        let alice = gw.add_key_user("alice")?;
         let port = sshd.port().to_string();
         let key = sshd.client_key_path().display().to_string();
         let hk = sshd.host_key_line();
