@@ -123,8 +123,14 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         println!(
             "at the first login you choose your own. Afterwards, list and replay sessions with:"
         );
-        println!("    cargo run --release -- sessions list");
-        println!("    cargo run --release -- play <SESSION-ID>");
+        // The hints name the data directory unless it is the default one.
+        let data_arg = if data == Path::new("./custos-data") || data == Path::new("custos-data") {
+            String::new()
+        } else {
+            format!(" --data {}", data.display())
+        };
+        println!("    cargo run --release --{data_arg} sessions list");
+        println!("    cargo run --release --{data_arg} play <SESSION-ID>");
         println!("Stop the gateway with Ctrl-C.");
     } else {
         println!("custos: listening on {listen}");
