@@ -10,8 +10,8 @@ mod secret;
 
 pub use id::{Id, IdError};
 pub use model::{
-    AlertRecord, CommandRecord, EndReason, Grant, HostKeyPolicy, SessionRecord, SessionState,
-    TargetKind, TargetRecord, UserRecord,
+    AlertRecord, CommandRecord, EndReason, Grant, HoldDecision, HostKeyPolicy, SessionLimits,
+    SessionRecord, SessionState, TargetKind, TargetRecord, UserRecord, format_secs, parse_secs,
 };
 pub use name::{Name, NameError};
 pub use secret::Secret;

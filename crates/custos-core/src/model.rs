@@ -77,6 +77,8 @@ pub struct TargetRecord {
     pub labels: BTreeMap<String, String>,
     /// Local port forwarding through this target is allowed (and recorded).
     pub allow_port_forwarding: bool,
+    /// How long sessions on this target may last and stay idle.
+    pub limits: SessionLimits,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
 }
@@ -99,8 +101,91 @@ impl TargetRecord {
 pub struct Grant {
     pub user: Name,
     pub target: Name,
+    /// Limits for this user's sessions on this target, on top of the target's own.
+    pub limits: SessionLimits,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+}
+
+/// How long a session may run. A session gets the tightest of its target's and its grant's
+/// limits; `None` means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SessionLimits {
+    /// The session ends this many seconds after it started.
+    pub max_duration_secs: Option<u64>,
+    /// The session ends after this many seconds without activity from the user.
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl SessionLimits {
+    /// Each limit is the smaller of the two that are set.
+    pub fn tightest(self, other: SessionLimits) -> SessionLimits {
+        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        SessionLimits {
+            max_duration_secs: min(self.max_duration_secs, other.max_duration_secs),
+            idle_timeout_secs: min(self.idle_timeout_secs, other.idle_timeout_secs),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.max_duration_secs.is_none() && self.idle_timeout_secs.is_none()
+    }
+}
+
+impl std::fmt::Display for SessionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(s) = self.max_duration_secs {
+            parts.push(format!("max {}", format_secs(s)));
+        }
+        if let Some(s) = self.idle_timeout_secs {
+            parts.push(format!("idle {}", format_secs(s)));
+        }
+        if parts.is_empty() {
+            f.pad("-")
+        } else {
+            f.pad(&parts.join(", "))
+        }
+    }
+}
+
+/// A number of seconds in the largest whole unit that states it exactly: `90s`, `15m`, `8h`, `2d`.
+pub fn format_secs(s: u64) -> String {
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses a duration written as a number with an optional unit: `90`, `90s`, `15m`, `8h`, `2d`.
+pub fn parse_secs(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 90s, 15m, 8h, 2d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit '{unit}' (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{text}' is too long a duration"))
 }
 
 /// Whether a session is still running.
@@ -144,8 +229,10 @@ pub enum EndReason {
     RecordingFailed(String),
     /// The gateway was stopped or killed while the session ran.
     Interrupted,
-    /// An administrator ended the session.
+    /// An administrator or a rule ended the session.
     Killed(String),
+    /// A session limit (maximum duration, idle timeout) was reached; says which.
+    Limit(String),
     /// The gateway shut down.
     Shutdown,
     /// Any other error, described.
@@ -160,6 +247,7 @@ impl std::fmt::Display for EndReason {
             EndReason::RecordingFailed(e) => write!(f, "recording failed: {e}"),
             EndReason::Interrupted => f.write_str("interrupted"),
             EndReason::Killed(r) => write!(f, "killed: {r}"),
+            EndReason::Limit(r) => write!(f, "limit: {r}"),
             EndReason::Shutdown => f.write_str("gateway shutdown"),
             EndReason::Error(e) => write!(f, "error: {e}"),
         }
@@ -255,10 +343,66 @@ pub struct AlertRecord {
     pub rule: String,
     /// info, low, medium, high or critical.
     pub severity: String,
-    /// What the gateway did: alert, block, terminate, lock (hold is not yet enforced).
+    /// What the gateway did: alert, hold, block, terminate or lock.
     pub action: String,
-    /// What was evaluated: exec, command, file, forward.
+    /// What was evaluated: exec, command, file, forward, output, session.
     pub event: String,
     pub text: String,
     pub description: String,
+    /// For a hold: its outcome — pending, approved, denied, timed out or withdrawn.
+    pub decision: Option<HoldDecision>,
+}
+
+/// What became of a held request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HoldDecision {
+    /// `pending`, `approved`, `denied`, `timed_out` or `withdrawn` (the session ended first).
+    pub state: String,
+    /// Who decided (a moderator's name), when someone did.
+    pub by: Option<String>,
+    /// The moderator's reason, if given.
+    pub note: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_secs("90").unwrap(), 90);
+        assert_eq!(parse_secs("90s").unwrap(), 90);
+        assert_eq!(parse_secs("15m").unwrap(), 900);
+        assert_eq!(parse_secs(" 8h ").unwrap(), 28_800);
+        assert_eq!(parse_secs("2d").unwrap(), 172_800);
+        assert!(parse_secs("").is_err());
+        assert!(parse_secs("m").is_err());
+        assert!(parse_secs("5w").unwrap_err().contains("unknown unit"));
+        assert!(parse_secs("-5").is_err());
+        assert!(parse_secs("99999999999999999999d").is_err());
+        assert_eq!(format_secs(90), "90s");
+        assert_eq!(format_secs(900), "15m");
+        assert_eq!(format_secs(28_800), "8h");
+        assert_eq!(format_secs(172_800), "2d");
+    }
+
+    #[test]
+    fn tightest_limit_wins() {
+        let t = SessionLimits {
+            max_duration_secs: Some(3600),
+            idle_timeout_secs: None,
+        };
+        let g = SessionLimits {
+            max_duration_secs: Some(600),
+            idle_timeout_secs: Some(300),
+        };
+        let both = t.tightest(g);
+        assert_eq!(both.max_duration_secs, Some(600));
+        assert_eq!(both.idle_timeout_secs, Some(300));
+        assert_eq!(t.tightest(SessionLimits::default()), t);
+        assert_eq!(both.to_string(), "max 10m, idle 5m");
+        assert!(SessionLimits::default().is_none());
+    }
 }

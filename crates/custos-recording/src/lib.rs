@@ -5,7 +5,8 @@
 //! segments of events, then a manifest signed as an OpenSSH SSHSIG. `docs/recording-format.md`
 //! specifies the bytes.
 //!
-//! - [`Recorder`] / [`RecorderHandle`]: the asynchronous writer the gateway feeds.
+//! - [`Recorder`] / [`RecorderHandle`]: the asynchronous writer the gateway feeds, and the
+//!   live [`Watch`] of a recording in progress.
 //! - [`verify()`]: integrity from the file and the public key alone; [`recover()`] seals a
 //!   recording interrupted by a crash.
 //! - [`Reader`]: events, metadata and keyframe-based seeking.
@@ -33,7 +34,10 @@ pub use format::{
 };
 pub use keys::{KEK_FILE, RecordingKeys, SIGNING_FILE, SIGNING_PUB_FILE, load_public_key};
 pub use reader::{Events, Reader, SeekResult, SegmentInfo, apply_to_screens};
-pub use recorder::{Recorder, RecorderConfig, RecorderHandle, RecordingFailed};
+pub use recorder::{
+    MAX_WATCHERS, Recorder, RecorderConfig, RecorderHandle, RecordingFailed, Screen, Watch,
+    WatchEnd, WatchEvent, WatchRefused,
+};
 pub use verify::{
     RecoverReport, VerifyError, VerifyReport, manifest_signature, recover, verify, verify_with_keys,
 };

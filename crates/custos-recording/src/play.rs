@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use custos_term::Terminal;
+
 use crate::event::EventKind;
 use crate::export::ExportError;
 use crate::reader::Reader;
@@ -44,8 +46,7 @@ pub fn play_with_sleep(
     if at_us > 0
         && let Some(term) = channel.and_then(|c| seek.screens.get(&c))
     {
-        out.write_all(b"\x1bc")?;
-        out.write_all(term.keyframe().as_bytes())?;
+        out.write_all(&repaint(term))?;
         out.flush()?;
     }
     let mut prev = at_us;
@@ -71,6 +72,19 @@ pub fn play_with_sleep(
         out.flush()?;
     }
     Ok(())
+}
+
+/// Bytes that reset a terminal and draw `screen` on it: what playback writes when it starts
+/// mid-recording, and what a live watch starts from. The picture is exact on a terminal of
+/// the screen's size.
+pub fn repaint(screen: &Terminal) -> Vec<u8> {
+    // RIS (ESC c): a full reset, so no mode or colour of what was on the terminal leaks in.
+    const RESET: &[u8] = b"\x1bc";
+    let dump = screen.keyframe();
+    let mut out = Vec::with_capacity(RESET.len() + dump.len());
+    out.extend_from_slice(RESET);
+    out.extend_from_slice(dump.as_bytes());
+    out
 }
 
 fn first_terminal_channel(reader: &Reader) -> Result<Option<u32>, ExportError> {

@@ -5,12 +5,21 @@
 //! background task per recording redacts no-echo input, inserts keyframes, batches events into
 //! segments and hands each segment to a blocking thread for compression, encryption and the
 //! write. Only one write is in flight per recording, so segments land in order.
+//!
+//! The same task serves live watchers ([`RecorderHandle::watch`]): it answers with the current
+//! screen of every PTY channel, then copies each later terminal event to the watcher in the
+//! order it reaches the recording. A watcher never slows the session: its queue is bounded,
+//! filled with `try_send`, and a watcher that falls behind is dropped and told so
+//! ([`WatchEnd::Lagged`]). Watchers see what the terminal model sees — output, resizes,
+//! channels opening and closing — never input; output held behind an undecided keystroke
+//! (no-echo redaction) reaches them when it is released, at most ~1.5 s later.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use custos_core::Id;
 use custos_term::{ChunkId, EchoTracker, Terminal, Verdict};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +28,7 @@ use crate::error::RecordingError;
 use crate::event::{Event, EventKind};
 use crate::format::{FLAG_KEYFRAME, Metadata};
 use crate::keys::RecordingKeys;
+use crate::play::repaint;
 use crate::writer::{FileWriter, SegmentBuf, Summary, unix_now_us};
 
 /// Tunables of a recorder. The defaults suit interactive sessions.
@@ -36,6 +46,8 @@ pub struct RecorderConfig {
     pub flush_age: Duration,
     /// Echo timeout for no-echo detection (µs).
     pub echo_timeout_us: u64,
+    /// Events a live watcher may have queued before it is dropped as too slow.
+    pub watch_queue_len: usize,
 }
 
 impl Default for RecorderConfig {
@@ -47,6 +59,7 @@ impl Default for RecorderConfig {
             flush_bytes: 1024 * 1024,
             flush_age: Duration::from_secs(1),
             echo_timeout_us: custos_term::DEFAULT_ECHO_TIMEOUT_US,
+            watch_queue_len: 1024,
         }
     }
 }
@@ -56,11 +69,122 @@ impl Default for RecorderConfig {
 #[error("recording failed: {0}")]
 pub struct RecordingFailed(pub String);
 
+/// Most watchers one recording serves at once: each costs a copy of every terminal event.
+pub const MAX_WATCHERS: usize = 16;
+
+/// Returned by [`RecorderHandle::watch`] when the recording cannot be watched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WatchRefused(pub String);
+
+/// The screen of one PTY channel.
+#[derive(Debug, Clone)]
+pub struct Screen {
+    /// Channel number inside the recording.
+    pub channel: u32,
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+    /// Bytes that reset a terminal and draw this screen ([`crate::play::repaint`]).
+    pub paint: Bytes,
+}
+
+/// A terminal event of a watched recording.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A PTY channel opened (or was given a new PTY): its blank screen.
+    Opened(Screen),
+    /// Output of a PTY channel (stdout or stderr), the bytes the user's terminal received.
+    Output {
+        /// Channel number.
+        channel: u32,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The user's terminal changed size.
+    Resize {
+        /// Channel number.
+        channel: u32,
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
+    /// A PTY channel closed.
+    Closed {
+        /// Channel number.
+        channel: u32,
+    },
+}
+
+/// Why a watch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The recording was finished; the end reason given to [`RecorderHandle::finish`].
+    Finished(String),
+    /// The recording failed (the gateway then ends the session).
+    Failed(String),
+    /// The watcher did not keep up with the session's output and was dropped.
+    Lagged,
+}
+
+impl std::fmt::Display for WatchEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchEnd::Finished(r) => write!(f, "the session ended: {r}"),
+            WatchEnd::Failed(e) => write!(f, "the recording failed: {e}"),
+            WatchEnd::Lagged => f.write_str(
+                "the watcher fell behind the session's output and was disconnected \
+                 (a session is never slowed down for a watcher)",
+            ),
+        }
+    }
+}
+
+/// A live view of a recording: the screens when it began, then every later terminal event.
+#[derive(Debug)]
+pub struct Watch {
+    /// The screen of every PTY channel open when the watch began, by channel number.
+    pub screens: Vec<Screen>,
+    events: mpsc::Receiver<WatchEvent>,
+    end: oneshot::Receiver<WatchEnd>,
+    ended: Option<WatchEnd>,
+}
+
+impl Watch {
+    /// The next event, or why the watch is over. Cancel-safe: usable in `select!`.
+    pub async fn next(&mut self) -> Result<WatchEvent, WatchEnd> {
+        if let Some(ev) = self.events.recv().await {
+            return Ok(ev);
+        }
+        if let Some(end) = &self.ended {
+            return Err(end.clone());
+        }
+        // The task sends the reason before it drops the event queue; no reason means the
+        // task itself is gone.
+        let end = (&mut self.end)
+            .await
+            .unwrap_or_else(|_| WatchEnd::Failed("the recorder stopped".into()));
+        self.ended = Some(end.clone());
+        Err(end)
+    }
+}
+
+/// The recorder task's side of one watch.
+struct Watcher {
+    events: mpsc::Sender<WatchEvent>,
+    end: oneshot::Sender<WatchEnd>,
+}
+
 enum Msg {
     Event(Event),
     Finish {
         reason: String,
         reply: oneshot::Sender<Result<Summary, RecordingError>>,
+    },
+    Watch {
+        reply: oneshot::Sender<Result<Watch, WatchRefused>>,
     },
 }
 
@@ -123,6 +247,7 @@ impl Recorder {
             last_kf_time: 0,
             redacted: 0,
             failed: false,
+            watchers: Vec::new(),
         };
         tokio::spawn(task.run(rx));
         Ok(RecorderHandle { tx, shared })
@@ -206,6 +331,24 @@ impl RecorderHandle {
             .map_err(|_| failed())?;
         rx.await.map_err(|_| failed())?
     }
+
+    /// Starts watching the recording live: the current screen of every PTY channel, then
+    /// every later terminal event. Fails once the recording is finished or failed, or when
+    /// [`MAX_WATCHERS`] already watch it.
+    pub async fn watch(&self) -> Result<Watch, WatchRefused> {
+        let gone = || {
+            WatchRefused(match self.failure() {
+                Some(e) => format!("the recording failed: {e}"),
+                None => "the recording is finished".into(),
+            })
+        };
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Watch { reply })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
 }
 
 struct Chan {
@@ -236,6 +379,7 @@ struct Task {
     last_kf_time: u64,
     redacted: u64,
     failed: bool,
+    watchers: Vec<Watcher>,
 }
 
 impl Task {
@@ -254,6 +398,10 @@ impl Task {
             };
             match msg {
                 Some(Msg::Event(ev)) => self.ingest(ev).await,
+                Some(Msg::Watch { reply }) => {
+                    let _ = reply.send(self.watch());
+                    continue;
+                }
                 Some(Msg::Finish { reason, reply }) => {
                     let r = self.finish(&reason).await;
                     let _ = reply.send(r);
@@ -312,10 +460,14 @@ impl Task {
         let ch = ev.channel;
         match &ev.kind {
             EventKind::PtyRequest { cols, rows, .. } => {
+                let term = Terminal::new(*cols, *rows);
+                if !self.watchers.is_empty() {
+                    self.tell_watchers(WatchEvent::Opened(screen(ch, &term)));
+                }
                 self.channels.insert(
                     ch,
                     Chan {
-                        term: Terminal::new(*cols, *rows),
+                        term,
                         tracker: EchoTracker::with_timeout_us(self.cfg.echo_timeout_us),
                     },
                 );
@@ -351,7 +503,9 @@ impl Task {
                     c.tracker.poll(u64::MAX);
                 }
                 self.collect_decisions(ch);
-                self.channels.remove(&ch);
+                if self.channels.remove(&ch).is_some() && !self.watchers.is_empty() {
+                    self.tell_watchers(WatchEvent::Closed { channel: ch });
+                }
                 self.held.push_back(Held::Ready(ev));
             }
             _ => self.held.push_back(Held::Ready(ev)),
@@ -425,19 +579,37 @@ impl Task {
                 self.last_kf_time = ev.time_us;
             }
         }
+        // Watchers get exactly what the terminal models get, so that the screen they started
+        // from plus these events is the screen the recording shows.
+        let mut seen = None;
         match &ev.kind {
             EventKind::Output(b) | EventKind::Stderr(b) => {
                 if let Some(c) = self.channels.get_mut(&ev.channel) {
                     c.term.feed(b);
                     self.output_since_kf += b.len() as u64;
+                    seen = Some(WatchEvent::Output {
+                        channel: ev.channel,
+                        data: b.clone(),
+                    });
                 }
             }
             EventKind::Resize { cols, rows } => {
                 if let Some(c) = self.channels.get_mut(&ev.channel) {
                     c.term.resize(*cols, *rows);
+                    let (cols, rows) = c.term.size();
+                    seen = Some(WatchEvent::Resize {
+                        channel: ev.channel,
+                        cols,
+                        rows,
+                    });
                 }
             }
             _ => {}
+        }
+        if let Some(seen) = seen
+            && !self.watchers.is_empty()
+        {
+            self.tell_watchers(seen);
         }
         self.seg.push(&ev);
         self.seg_opened.get_or_insert_with(Instant::now);
@@ -471,7 +643,64 @@ impl Task {
     fn fail(&mut self, msg: String) {
         tracing::error!(recording = %self.shared.recording_id, error = %msg, "recording failed");
         self.failed = true;
+        self.end_watchers(WatchEnd::Failed(msg.clone()));
         self.shared.failed.send_replace(Some(msg));
+    }
+
+    /// Registers a watcher and answers with the screens as they are now.
+    fn watch(&mut self) -> Result<Watch, WatchRefused> {
+        if self.failed {
+            return Err(WatchRefused(format!(
+                "the recording failed: {}",
+                self.shared.failed.borrow().clone().unwrap_or_default()
+            )));
+        }
+        self.watchers.retain(|w| !w.events.is_closed());
+        if self.watchers.len() >= MAX_WATCHERS {
+            return Err(WatchRefused(format!(
+                "already {MAX_WATCHERS} watchers on this session"
+            )));
+        }
+        let (tx, events) = mpsc::channel(self.cfg.watch_queue_len.max(1));
+        let (end_tx, end) = oneshot::channel();
+        self.watchers.push(Watcher {
+            events: tx,
+            end: end_tx,
+        });
+        Ok(Watch {
+            screens: self
+                .channels
+                .iter()
+                .map(|(ch, c)| screen(*ch, &c.term))
+                .collect(),
+            events,
+            end,
+            ended: None,
+        })
+    }
+
+    /// Copies an event to every watcher without waiting: one whose queue is full is dropped
+    /// and told why, one that went away is forgotten.
+    fn tell_watchers(&mut self, ev: WatchEvent) {
+        let mut i = 0;
+        while i < self.watchers.len() {
+            match self.watchers[i].events.try_send(ev.clone()) {
+                Ok(()) => i += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let w = self.watchers.swap_remove(i);
+                    let _ = w.end.send(WatchEnd::Lagged);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.watchers.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    fn end_watchers(&mut self, end: WatchEnd) {
+        for w in self.watchers.drain(..) {
+            let _ = w.end.send(end.clone());
+        }
     }
 
     async fn finish(&mut self, reason: &str) -> Result<Summary, RecordingError> {
@@ -494,6 +723,8 @@ impl Task {
             }
         }
         self.release().await;
+        // Watchers have seen every event now; the file is not their concern.
+        self.end_watchers(WatchEnd::Finished(reason.to_string()));
         self.flush().await;
         if self.failed {
             return Err(RecordingError::Failed(
@@ -513,6 +744,16 @@ impl Task {
             self.fail(e.to_string());
         }
         r
+    }
+}
+
+fn screen(channel: u32, term: &Terminal) -> Screen {
+    let (cols, rows) = term.size();
+    Screen {
+        channel,
+        cols,
+        rows,
+        paint: Bytes::from(repaint(term)),
     }
 }
 

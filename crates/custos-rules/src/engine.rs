@@ -470,6 +470,12 @@ impl Ruleset {
         &self.rules
     }
 
+    /// Whether some output rule's pattern occurs in `text`, before conditions: a cheap first
+    /// test for terminal output, which is then evaluated in full only when this is true.
+    pub fn output_may_match(&self, text: &str) -> bool {
+        !self.output_map.is_empty() && self.output_set.is_match(text)
+    }
+
     /// Check one event. Pure: same ruleset, event and context give the same decision.
     pub fn evaluate(&self, event: &Event, ctx: &Context) -> Decision {
         // Per rule: None = no match; Some(part) = matched, on that normalised part if any.

@@ -8,15 +8,16 @@
 use bytes::Bytes;
 use custos_core::EndReason;
 use custos_recording::EventKind;
-use custos_term::{CommandEvent, CommandTracker, EchoTracker, Verdict};
+use custos_term::{CommandEvent, CommandTracker, EchoTracker};
 use custos_transfer::{FileOp, ScpAudit, SftpAudit};
 use russh::server::Msg;
-use russh::{Channel, ChannelMsg, ChannelWriteHalf, Pty};
+use russh::{Channel, ChannelMsg, Pty};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
+use crate::enforce::{UserWrite, Verdict};
 use crate::gateway::ConnShared;
 use crate::local::PtyParams;
 use crate::session::LiveSession;
@@ -36,12 +37,52 @@ pub(crate) enum ChanReq {
     Refused(String),
 }
 
-type UserWrite = ChannelWriteHalf<Msg>;
-
 /// Writes a gateway message to the user on stderr (or stdout on a terminal, where both show).
 async fn tell(w: &UserWrite, text: &str) {
     let line = format!("custos: {text}\r\n");
     let _ = w.extended_data_bytes(1, Bytes::from(line)).await;
+}
+
+/// Turns a verdict into a refusal message or `None` (go ahead). A hold tells the user it
+/// waits (on their terminal when `on_terminal`) and waits for the moderator.
+async fn settle(
+    shared: &ConnShared,
+    session: &LiveSession,
+    ch: u32,
+    user: Option<(&UserWrite, bool)>,
+    verdict: Verdict,
+) -> Option<String> {
+    match verdict {
+        Verdict::Allow => None,
+        Verdict::Refuse(m) => Some(m),
+        Verdict::Hold(h) => {
+            let msg = h.message(shared.ctx.config.hold_timeout.as_secs());
+            session.record(ch, EventKind::Note(msg.clone())).await;
+            match user {
+                Some((w, true)) => {
+                    let _ = w
+                        .data_bytes(Bytes::from(format!("\r\ncustos: {msg}\r\n")))
+                        .await;
+                }
+                Some((w, false)) => tell(w, &msg).await,
+                None => {}
+            }
+            let refusal = crate::enforce::await_hold(shared, session, ch, h).await;
+            if refusal.is_none()
+                && let Some((w, on_terminal)) = user
+            {
+                let text = "approved by a moderator; going ahead";
+                if on_terminal {
+                    let _ = w
+                        .data_bytes(Bytes::from(format!("custos: {text}\r\n")))
+                        .await;
+                } else {
+                    tell(w, text).await;
+                }
+            }
+            refusal
+        }
+    }
 }
 
 /// Refuses a channel with a message and exit status 1.
@@ -131,7 +172,7 @@ pub(crate) async fn run_session_channel(
             }
         }
     };
-    let session = match shared.session(&target).await {
+    let session = match shared.session(&target, Some(&uwrite)).await {
         Ok(s) => s,
         Err(e) => return refuse(&uwrite, &e).await,
     };
@@ -201,8 +242,8 @@ pub(crate) async fn run_session_channel(
             let event = custos_rules::Event::Exec {
                 command: text.clone(),
             };
-            if let Some(msg) =
-                crate::enforce::check(&shared, &session, ch, "exec", &text, event).await
+            let verdict = crate::enforce::check(&shared, &session, ch, "exec", &text, event).await;
+            if let Some(msg) = settle(&shared, &session, ch, Some((&uwrite, false)), verdict).await
             {
                 session.record(ch, EventKind::Note(msg.clone())).await;
                 return refuse(&uwrite, &msg).await;
@@ -243,6 +284,7 @@ pub(crate) async fn run_session_channel(
     let taps = Taps {
         audit: audit.as_ref(),
         tracker: tracker.as_ref(),
+        terminal: pty_params.is_some(),
     };
     pump(&shared, &session, ch, (uread, uwrite), tchan, reqs, taps).await;
 }
@@ -270,6 +312,9 @@ async fn granted_names(shared: &ConnShared) -> String {
 struct Taps<'a> {
     audit: Option<&'a Mutex<Audit>>,
     tracker: Option<&'a Mutex<LineModel>>,
+    /// The channel has a terminal: output rules apply, notices are shown, and output alone is
+    /// not user activity.
+    terminal: bool,
 }
 
 /// The terminal models of an interactive channel: the command tracker reads command lines off
@@ -303,7 +348,7 @@ impl LineModel {
 
     fn drain_decisions(&mut self) {
         while let Some(d) = self.echo.pop_decision() {
-            if d.verdict == Verdict::Redact {
+            if d.verdict == custos_term::Verdict::Redact {
                 self.secret = true;
             }
         }
@@ -365,8 +410,62 @@ impl Audit {
     }
 }
 
-async fn record_ops(session: &LiveSession, ch: u32, ops: Vec<FileOp>) {
+/// The rules' name for an audited file operation, if rules look at it.
+fn rule_file_op(op: &str) -> Option<custos_rules::FileOp> {
+    use custos_rules::FileOp as R;
+    Some(match op {
+        "read" => R::Download,
+        "write" => R::Upload,
+        "remove" => R::Delete,
+        "rename" => R::Rename,
+        "mkdir" => R::Mkdir,
+        "rmdir" => R::Rmdir,
+        "setstat" => R::Setattr,
+        "symlink" | "link" => R::Link,
+        "list" | "opendir" => R::List,
+        _ => return None,
+    })
+}
+
+/// Records audited file operations and checks them against the rules. Operations are seen
+/// when they complete, so a refusing rule cannot undo one: it stops the transfer channel
+/// (the returned message says why) and, for terminate and lock, the session.
+async fn record_ops(
+    shared: &ConnShared,
+    session: &LiveSession,
+    ch: u32,
+    ops: Vec<FileOp>,
+) -> Option<String> {
+    let mut refusal = None;
     for op in ops {
+        if refusal.is_none()
+            && let Some(rop) = rule_file_op(op.op)
+        {
+            let event = custos_rules::Event::FileTransfer {
+                op: rop,
+                path: op.path.clone(),
+            };
+            let text = format!("{} {}", op.op, op.path);
+            refusal = match crate::enforce::check(shared, session, ch, "file", &text, event).await {
+                Verdict::Allow => None,
+                Verdict::Refuse(m) => Some(format!("{m}; the transfer is stopped")),
+                Verdict::Hold(h) => {
+                    // The operation has already happened; there is nothing left to hold.
+                    shared.ctx.live.unhold(h.alert);
+                    let _ = shared
+                        .ctx
+                        .store
+                        .decide_hold(
+                            h.alert,
+                            "denied",
+                            None,
+                            Some("file operations are checked after they complete"),
+                        )
+                        .await;
+                    Some(format!("{}; the transfer is stopped", h.message(0)))
+                }
+            };
+        }
         let mut text = format!("{} {}", op.op, op.path);
         if let Some(t) = &op.target_path {
             text.push_str(&format!(" -> {t}"));
@@ -394,10 +493,63 @@ async fn record_ops(session: &LiveSession, ch: u32, ops: Vec<FileOp>) {
             )
             .await;
     }
+    refusal
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Terminal output checked against the output rules, chunk by chunk. A pattern split across
+/// two chunks is caught in a window over the seam (up to [`OutputScan::SEAM`] bytes either
+/// side); a longer one split across chunks can be missed.
+#[derive(Default)]
+struct OutputScan {
+    /// The end of the previous chunk.
+    tail: Vec<u8>,
+    /// Reused buffer for the seam window.
+    seam: Vec<u8>,
+}
+
+impl OutputScan {
+    const SEAM: usize = 256;
+
+    /// Returns the refusal when a rule withholds this chunk.
+    async fn check(
+        &mut self,
+        shared: &ConnShared,
+        session: &LiveSession,
+        ch: u32,
+        d: &[u8],
+    ) -> Option<String> {
+        let head = &d[..d.len().min(Self::SEAM)];
+        self.seam.clear();
+        self.seam.extend_from_slice(&self.tail);
+        self.seam.extend_from_slice(head);
+        let keep = d.len().min(Self::SEAM);
+        if keep == Self::SEAM {
+            self.tail.clear();
+        } else {
+            let drop = (self.tail.len() + keep).saturating_sub(Self::SEAM);
+            self.tail.drain(..drop);
+        }
+        self.tail.extend_from_slice(&d[d.len() - keep..]);
+        let chunk = String::from_utf8_lossy(d);
+        if let Some(m) = crate::enforce::check_output(shared, session, ch, &chunk).await {
+            return Some(m);
+        }
+        if self.seam.len() > head.len() {
+            let seam = String::from_utf8_lossy(&self.seam);
+            // Only what the chunk alone did not show: a match wholly inside the old tail was
+            // already reported with the previous chunk.
+            let rules = shared.ctx.rules.current();
+            let old = String::from_utf8_lossy(&self.seam[..self.seam.len() - head.len()]);
+            if rules.output_may_match(&seam) && !rules.output_may_match(&old) {
+                return crate::enforce::check_output(shared, session, ch, &seam).await;
+            }
+        }
+        None
+    }
 }
 
 /// Moves bytes both ways until both sides are done or the session is stopped.
@@ -410,7 +562,13 @@ async fn pump(
     mut reqs: mpsc::UnboundedReceiver<ChanReq>,
     taps: Taps<'_>,
 ) {
-    let Taps { audit, tracker } = taps;
+    let Taps {
+        audit,
+        tracker,
+        terminal,
+    } = taps;
+    let mut notices = session.notices();
+    let mut scan = OutputScan::default();
     let handle = shared.handle.get();
     let backlog = &shared.backlog;
     let TargetChannel { input, mut events } = tchan;
@@ -426,9 +584,13 @@ async fn pump(
                 msg = uread.wait() => match msg {
                     Some(ChannelMsg::Data { data }) => {
                         session.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        session.touch();
                         if let Some(a) = audit {
                             let ops = lock(a).client(&data);
-                            record_ops(session, ch, ops).await;
+                            if let Some(msg) = record_ops(shared, session, ch, ops).await {
+                                tell(uwrite, &msg).await;
+                                break;
+                            }
                         }
                         if !session.record(ch, EventKind::Input(data.clone())).await {
                             break;
@@ -484,9 +646,15 @@ async fn pump(
                 ev = events.next() => match ev {
                     Some(TargetEvent::Data(d)) => {
                         session.bytes_out.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if !terminal {
+                            session.touch();
+                        }
                         if let Some(a) = audit {
                             let ops = lock(a).server(&d);
-                            record_ops(session, ch, ops).await;
+                            if let Some(msg) = record_ops(shared, session, ch, ops).await {
+                                tell(uwrite, &msg).await;
+                                break;
+                            }
                         }
                         if let Some(tr) = tracker {
                             let events = lock(tr).output(session.now_us(), &d);
@@ -495,7 +663,19 @@ async fn pump(
                         if !session.record(ch, EventKind::Output(d.clone())).await {
                             break;
                         }
-                        if uwrite.data_bytes(d).await.is_err() {
+                        let withheld = if terminal {
+                            scan.check(shared, session, ch, &d).await
+                        } else {
+                            None
+                        };
+                        let sent = match withheld {
+                            None => uwrite.data_bytes(d).await,
+                            Some(msg) => {
+                                session.record(ch, EventKind::Note(msg.clone())).await;
+                                uwrite.data_bytes(Bytes::from(format!("\r\ncustos: output {msg}\r\n"))).await
+                            }
+                        };
+                        if sent.is_err() {
                             break;
                         }
                     }
@@ -533,6 +713,14 @@ async fn pump(
                         break;
                     }
                 },
+                n = notices.recv() => match n {
+                    Ok(text) if terminal => {
+                        session.record(ch, EventKind::Note(text.to_string())).await;
+                        let _ = uwrite.data_bytes(Bytes::from(format!("\r\ncustos: {text}\r\n"))).await;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
                 _ = async { let _ = stop_down.wait_for(|r| r.is_some()).await; } => break,
             }
         }
@@ -553,7 +741,13 @@ async fn pump(
             EndReason::RecordingFailed(e) => {
                 format!("session ended: the recording could not be written ({e})")
             }
+            EndReason::Killed(r)
+                if r.starts_with("terminated by") || r.starts_with("account locked") =>
+            {
+                format!("session ended: {r}")
+            }
             EndReason::Killed(r) => format!("session ended by an administrator: {r}"),
+            EndReason::Limit(r) => format!("session ended: {r}"),
             other => format!("session ended: {other}"),
         };
         tell(uwrite, &text).await;
@@ -561,7 +755,7 @@ async fn pump(
     }
     if let Some(a) = audit {
         let ops = lock(a).finish();
-        record_ops(session, ch, ops).await;
+        record_ops(shared, session, ch, ops).await;
     }
     session.record(ch, EventKind::ChannelClose).await;
     let _ = uwrite.eof().await;
@@ -595,7 +789,7 @@ pub(crate) async fn run_forward_channel(
                 .await;
         }
     };
-    let session = match shared.session(&target).await {
+    let session = match shared.session(&target, None).await {
         Ok(s) => s,
         Err(_) => return reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
     };
@@ -615,8 +809,8 @@ pub(crate) async fn run_forward_channel(
             host: host.clone(),
             port: port.min(u16::MAX as u32) as u16,
         };
-        refused_by_rule =
-            crate::enforce::check(&shared, &session, ch, "forward", &text, event).await;
+        let verdict = crate::enforce::check(&shared, &session, ch, "forward", &text, event).await;
+        refused_by_rule = settle(&shared, &session, ch, None, verdict).await;
     }
     if !session.record(ch, ev).await || !allowed || refused_by_rule.is_some() {
         warn!(session = %session.id, host, port, "port forward refused by policy");
@@ -642,6 +836,7 @@ pub(crate) async fn run_forward_channel(
     let taps = Taps {
         audit: None,
         tracker: None,
+        terminal: false,
     };
     pump(&shared, &session, ch, (uread, uwrite), tchan, rx, taps).await;
 }
@@ -962,7 +1157,9 @@ async fn forward_input(
             };
             if would_refuse(shared, session, &event) {
                 stored = WITHHELD.to_string();
-                crate::enforce::check(shared, session, ch, "command", WITHHELD, event).await
+                let v =
+                    crate::enforce::check(shared, session, ch, "command", WITHHELD, event).await;
+                settle(shared, session, ch, Some((uwrite, true)), v).await
             } else {
                 None
             }
@@ -979,7 +1176,8 @@ async fn forward_input(
                 let event = custos_rules::Event::Command {
                     text: checked.to_string(),
                 };
-                crate::enforce::check(shared, session, ch, "command", checked, event).await
+                let v = crate::enforce::check(shared, session, ch, "command", checked, event).await;
+                settle(shared, session, ch, Some((uwrite, true)), v).await
             }
         };
         match refusal {

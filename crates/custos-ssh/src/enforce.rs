@@ -1,20 +1,100 @@
 //! Rules applied to what users do: every match becomes an alert (stored, logged and noted in
-//! the recording), and the strongest action is enforced — block refuses the request, terminate
-//! ends the session, lock also locks the account and ends all its sessions.
+//! the recording), and the strongest action is enforced — block refuses the request, hold
+//! parks it until a moderator answers (no answer in time means no), terminate ends the
+//! session, lock also locks the account and ends all its sessions.
 //!
-//! Today the gateway evaluates exec requests and port forwards, which it sees exactly in the
-//! protocol. `hold` needs a moderator, which does not exist yet, so it refuses like `block`.
+//! The gateway evaluates session starts (before the target is contacted), exec requests,
+//! interactive command lines (with the Enter held), port forwards, file operations and
+//! terminal output.
 
-use custos_core::{AlertRecord, EndReason};
+use custos_core::{AlertRecord, EndReason, HoldDecision, Id, Name, TargetRecord};
 use custos_recording::EventKind;
 use custos_rules::{Action, Context, Decision, Event};
-use tracing::warn;
+use std::net::SocketAddr;
+use tracing::{info, warn};
 
 use crate::gateway::ConnShared;
-use crate::session::LiveSession;
+
+/// The writing half of a user's channel.
+pub(crate) type UserWrite = russh::ChannelWriteHalf<russh::server::Msg>;
+use crate::session::{HoldAnswer, LiveSession};
+
+/// What to do with a request after the rules have seen it.
+pub(crate) enum Verdict {
+    Allow,
+    /// Refused; the message tells the user why.
+    Refuse(String),
+    /// Parked until a moderator answers; see [`await_hold`].
+    Hold(Held),
+}
+
+/// A request waiting for a moderator.
+pub(crate) struct Held {
+    /// The alert a moderator approves or denies.
+    pub alert: i64,
+    why: String,
+}
+
+impl Held {
+    /// What the user is told while the request waits.
+    pub fn message(&self, timeout_secs: u64) -> String {
+        format!(
+            "held by {} — waiting up to {} for a moderator (custos alerts approve|deny {})",
+            self.why,
+            custos_core::format_secs(timeout_secs),
+            self.alert
+        )
+    }
+}
+
+fn context(user: &Name, target: &TargetRecord) -> Context {
+    let mut ctx = Context::new(
+        user.as_str(),
+        target.name.as_str(),
+        time::OffsetDateTime::now_utc(),
+    );
+    ctx.target_labels = target.labels.clone();
+    ctx
+}
+
+fn alert_row(
+    session: Id,
+    user: &Name,
+    target: &Name,
+    (channel, offset_us): (u32, u64),
+    kind: &str,
+    text: &str,
+    m: &custos_rules::RuleMatch,
+) -> AlertRecord {
+    AlertRecord {
+        id: 0,
+        at: time::OffsetDateTime::now_utc(),
+        session,
+        channel,
+        offset_us,
+        user: user.clone(),
+        target: target.clone(),
+        rule: m.id.clone(),
+        severity: m.severity.to_string(),
+        action: m.action.to_string(),
+        event: kind.to_string(),
+        text: text.to_string(),
+        description: m.description.clone(),
+        decision: None,
+    }
+}
+
+fn pending() -> Option<HoldDecision> {
+    Some(HoldDecision {
+        state: "pending".into(),
+        by: None,
+        note: None,
+        at: None,
+    })
+}
 
 /// Evaluates `event` for the session's user and target, raises an alert per match and applies
-/// the strongest action. Returns the message to show the user when the request is refused.
+/// the strongest action.
 pub(crate) async fn check(
     shared: &ConnShared,
     session: &LiveSession,
@@ -22,17 +102,16 @@ pub(crate) async fn check(
     kind: &str,
     text: &str,
     event: Event,
-) -> Option<String> {
-    let mut ctx = Context::new(
-        session.user.as_str(),
-        session.target.name.as_str(),
-        time::OffsetDateTime::now_utc(),
-    );
-    ctx.target_labels = session.target.labels.clone();
+) -> Verdict {
+    let ctx = context(&session.user, &session.target);
     let decision: Decision = shared.ctx.rules.current().evaluate(&event, &ctx);
-    let action = decision.action?;
+    let Some(action) = decision.action else {
+        return Verdict::Allow;
+    };
     let offset_us = session.now_us();
-    for m in &decision.matches {
+    let deciding = decision.matches.iter().position(|m| m.action == action);
+    let mut held = None;
+    for (i, m) in decision.matches.iter().enumerate() {
         warn!(session = %session.id, user = %session.user, target = %session.target.name, rule = %m.id, severity = %m.severity, action = %m.action, event = kind, text, "rule matched");
         session
             .record(
@@ -43,44 +122,266 @@ pub(crate) async fn check(
                 )),
             )
             .await;
-        session.commands.alert(AlertRecord {
-            id: 0,
-            at: time::OffsetDateTime::now_utc(),
-            session: session.id,
-            channel,
-            offset_us,
-            user: session.user.clone(),
-            target: session.target.name.clone(),
-            rule: m.id.clone(),
-            severity: m.severity.to_string(),
-            action: m.action.to_string(),
-            event: kind.to_string(),
-            text: text.to_string(),
-            description: m.description.clone(),
-        });
+        let mut row = alert_row(
+            session.id,
+            &session.user,
+            &session.target.name,
+            (channel, offset_us),
+            kind,
+            text,
+            m,
+        );
+        if action == Action::Hold && Some(i) == deciding {
+            // The moderator needs the alert's id now, so this one is stored directly.
+            row.decision = pending();
+            match shared.ctx.store.record_alert(&row).await {
+                Ok(id) => held = Some(id),
+                Err(e) => {
+                    warn!(session = %session.id, error = %e, "cannot store a hold; refusing the request");
+                    return Verdict::Refuse(format!(
+                        "held by rule {} — the hold cannot be registered, so it is refused",
+                        m.id
+                    ));
+                }
+            }
+        } else {
+            session.commands.alert(row);
+        }
     }
-    let rule = decision.matches.iter().find(|m| m.action == action)?;
+    let Some(rule) = deciding.map(|i| &decision.matches[i]) else {
+        return Verdict::Allow;
+    };
+    let why = format!("rule {} — {}", rule.id, rule.description);
+    match action {
+        Action::Alert => Verdict::Allow,
+        Action::Block => Verdict::Refuse(format!("blocked by {why}")),
+        Action::Hold => match held {
+            Some(alert) => Verdict::Hold(Held { alert, why }),
+            None => Verdict::Refuse(format!("held by {why}")),
+        },
+        Action::Terminate => {
+            session.request_stop(EndReason::Killed(format!("terminated by {why}")));
+            Verdict::Refuse(format!("session terminated by {why}"))
+        }
+        Action::Lock => {
+            lock_user(shared, &session.user, &why).await;
+            Verdict::Refuse(format!("account locked by {why}"))
+        }
+    }
+}
+
+async fn lock_user(shared: &ConnShared, user: &Name, why: &str) {
+    if let Err(e) = shared.ctx.store.set_locked(user, true).await {
+        warn!(user = %user, error = %e, "cannot lock the account a rule asked to lock");
+    }
+    shared
+        .ctx
+        .live
+        .kill_user(user, &format!("account locked by {why}"));
+}
+
+/// Waits for a moderator's answer to a held request. `None` means approved; otherwise the
+/// refusal to show the user (denied, no answer in time, or the session ended meanwhile).
+pub(crate) async fn await_hold(
+    shared: &ConnShared,
+    session: &LiveSession,
+    channel: u32,
+    held: Held,
+) -> Option<String> {
+    let live = &shared.ctx.live;
+    let timeout = shared.ctx.config.hold_timeout;
+    let answer = live.hold(held.alert, session.id);
+    let mut stop = session.stop.subscribe();
+    enum Outcome {
+        Answer(HoldAnswer),
+        TimedOut,
+        Withdrawn,
+    }
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, answer) => match r {
+            Ok(Ok(a)) => Outcome::Answer(a),
+            Ok(Err(_)) => Outcome::Withdrawn,
+            Err(_) => Outcome::TimedOut,
+        },
+        _ = async { let _ = stop.wait_for(|r| r.is_some()).await; } => Outcome::Withdrawn,
+    };
+    live.unhold(held.alert);
+    let (state, by, note, result) = match outcome {
+        Outcome::Answer(a) if a.approve => ("approved", Some(a.by.clone()), a.note.clone(), None),
+        Outcome::Answer(a) => {
+            let mut msg = format!("denied by moderator {}: {}", a.by, held.why);
+            if let Some(n) = &a.note {
+                msg.push_str(&format!(" ({n})"));
+            }
+            ("denied", Some(a.by.clone()), a.note.clone(), Some(msg))
+        }
+        Outcome::TimedOut => (
+            "timed_out",
+            None,
+            None,
+            Some(format!(
+                "held by {}: no moderator answered within {}, so it is refused",
+                held.why,
+                custos_core::format_secs(timeout.as_secs())
+            )),
+        ),
+        Outcome::Withdrawn => (
+            "withdrawn",
+            None,
+            Some("the session ended while waiting".to_string()),
+            Some(format!("held by {}: the session ended", held.why)),
+        ),
+    };
+    info!(session = %session.id, alert = held.alert, decision = state, by = by.as_deref().unwrap_or(""), "hold decided");
+    if let Err(e) = shared
+        .ctx
+        .store
+        .decide_hold(held.alert, state, by.as_deref(), note.as_deref())
+        .await
+    {
+        warn!(alert = held.alert, error = %e, "cannot store the outcome of a hold");
+    }
+    session
+        .record(
+            channel,
+            EventKind::Note(format!(
+                "hold {} {state}{}",
+                held.alert,
+                by.map(|b| format!(" by {b}")).unwrap_or_default()
+            )),
+        )
+        .await;
+    result
+}
+
+/// Checks terminal output against the output rules. Returns the message to show instead of
+/// the output when a rule withholds it (block or stronger).
+pub(crate) async fn check_output(
+    shared: &ConnShared,
+    session: &LiveSession,
+    channel: u32,
+    text: &str,
+) -> Option<String> {
+    if !shared.ctx.rules.current().output_may_match(text) {
+        return None;
+    }
+    // The alert shows which rule matched, never the output itself (it may be a secret).
+    let event = Event::Output {
+        text: text.to_string(),
+    };
+    match check(
+        shared,
+        session,
+        channel,
+        "output",
+        "(terminal output: see the recording)",
+        event,
+    )
+    .await
+    {
+        Verdict::Allow => None,
+        Verdict::Refuse(m) => Some(match m.strip_prefix("blocked by ") {
+            Some(rest) => format!("withheld by {rest}"),
+            None => m,
+        }),
+        // Output cannot wait for a moderator: a hold withholds it like a block.
+        Verdict::Hold(h) => {
+            shared.ctx.live.unhold(h.alert);
+            let _ = shared
+                .ctx
+                .store
+                .decide_hold(h.alert, "denied", None, Some("terminal output is not held"))
+                .await;
+            Some(format!("withheld by {}", h.why))
+        }
+    }
+}
+
+/// Evaluates a session that is about to open, before the target is contacted. Alerts are
+/// stored under the id the session would have. Returns the refusal, if any; a hold waits
+/// here (the user is told through `tell`).
+pub(crate) async fn check_session_start(
+    shared: &ConnShared,
+    id: Id,
+    user: &Name,
+    target: &TargetRecord,
+    peer: SocketAddr,
+    tell: Option<&UserWrite>,
+) -> Option<String> {
+    let event = Event::SessionStart {
+        user: user.to_string(),
+        target: target.name.to_string(),
+        source: peer.ip().to_string(),
+        time: time::OffsetDateTime::now_utc(),
+    };
+    let ctx = context(user, target);
+    let decision = shared.ctx.rules.current().evaluate(&event, &ctx);
+    let action = decision.action?;
+    let text = format!("{user} -> {} from {}", target.name, peer.ip());
+    let deciding = decision.matches.iter().position(|m| m.action == action)?;
+    let mut held = None;
+    for (i, m) in decision.matches.iter().enumerate() {
+        warn!(session = %id, user = %user, target = %target.name, rule = %m.id, severity = %m.severity, action = %m.action, event = "session", "rule matched");
+        let mut row = alert_row(id, user, &target.name, (0, 0), "session", &text, m);
+        if action == Action::Hold && i == deciding {
+            row.decision = pending();
+        }
+        match shared.ctx.store.record_alert(&row).await {
+            Ok(a) if action == Action::Hold && i == deciding => held = Some(a),
+            Ok(_) => {}
+            Err(e) => warn!(session = %id, error = %e, "cannot store an alert"),
+        }
+    }
+    let rule = &decision.matches[deciding];
     let why = format!("rule {} — {}", rule.id, rule.description);
     match action {
         Action::Alert => None,
-        Action::Block => Some(format!("blocked by {why}")),
-        Action::Hold => Some(format!(
-            "held by {why}; moderator approval is not available, so it is refused"
-        )),
-        Action::Terminate => {
-            session.request_stop(EndReason::Killed(format!("terminated by {why}")));
-            Some(format!("session terminated by {why}"))
-        }
+        Action::Block | Action::Terminate => Some(format!("session refused by {why}")),
         Action::Lock => {
-            let user = session.user.clone();
-            if let Err(e) = shared.ctx.store.set_locked(&user, true).await {
-                warn!(user = %user, error = %e, "cannot lock the account a rule asked to lock");
-            }
-            shared
-                .ctx
-                .live
-                .kill_user(&user, &format!("account locked by {why}"));
+            lock_user(shared, user, &why).await;
             Some(format!("account locked by {why}"))
+        }
+        Action::Hold => {
+            let Some(alert) = held else {
+                return Some(format!("held by {why}"));
+            };
+            let timeout = shared.ctx.config.hold_timeout;
+            let h = Held { alert, why };
+            if let Some(w) = tell {
+                let line = format!("custos: {}\r\n", h.message(timeout.as_secs()));
+                let _ = w.extended_data_bytes(1, bytes::Bytes::from(line)).await;
+            }
+            let answer = shared.ctx.live.hold(alert, id);
+            let r = tokio::time::timeout(timeout, answer).await;
+            shared.ctx.live.unhold(alert);
+            let (state, by, note, result) = match r {
+                Ok(Ok(a)) if a.approve => ("approved", Some(a.by), a.note, None),
+                Ok(Ok(a)) => {
+                    let msg = format!("session denied by moderator {}: {}", a.by, h.why);
+                    ("denied", Some(a.by), a.note, Some(msg))
+                }
+                Ok(Err(_)) => ("withdrawn", None, None, Some(format!("held by {}", h.why))),
+                Err(_) => (
+                    "timed_out",
+                    None,
+                    None,
+                    Some(format!(
+                        "held by {}: no moderator answered within {}, so it is refused",
+                        h.why,
+                        custos_core::format_secs(timeout.as_secs())
+                    )),
+                ),
+            };
+            info!(session = %id, alert, decision = state, "session start hold decided");
+            if let Err(e) = shared
+                .ctx
+                .store
+                .decide_hold(alert, state, by.as_deref(), note.as_deref())
+                .await
+            {
+                warn!(alert, error = %e, "cannot store the outcome of a hold");
+            }
+            result
         }
     }
 }

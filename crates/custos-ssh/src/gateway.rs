@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub recordings_dir: PathBuf,
     /// Delay before a failed authentication is answered.
     pub auth_rejection_time: Duration,
+    /// How long a request held by a `hold` rule waits for a moderator before it is denied.
+    pub hold_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +46,7 @@ impl Default for GatewayConfig {
             auth_limits: AuthLimits::default(),
             recordings_dir: PathBuf::from("recordings"),
             auth_rejection_time: Duration::from_millis(500),
+            hold_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -250,14 +253,23 @@ impl ConnShared {
     }
 
     /// Returns the session for `target`, opening it on first use. Errors are user-facing text.
-    pub async fn session(self: &Arc<Self>, target: &str) -> Result<Arc<LiveSession>, String> {
+    /// `tell` reaches the user while the session waits for a moderator, if a rule holds it.
+    pub async fn session(
+        self: &Arc<Self>,
+        target: &str,
+        tell: Option<&crate::enforce::UserWrite>,
+    ) -> Result<Arc<LiveSession>, String> {
         self.session
-            .get_or_init(|| async { self.open_session(target).await })
+            .get_or_init(|| async { self.open_session(target, tell).await })
             .await
             .clone()
     }
 
-    async fn open_session(self: &Arc<Self>, target: &str) -> Result<Arc<LiveSession>, String> {
+    async fn open_session(
+        self: &Arc<Self>,
+        target: &str,
+        tell: Option<&crate::enforce::UserWrite>,
+    ) -> Result<Arc<LiveSession>, String> {
         let login = self.login().ok_or("not authenticated")?;
         let user = &login.user.name;
         let store = &self.ctx.store;
@@ -272,14 +284,21 @@ impl ConnShared {
             Ok(None) => return Err(refuse(format!("there is no target named '{target}'"))),
             Err(e) => return Err(refuse(format!("the gateway cannot read its store: {e}"))),
         };
-        match store.is_granted(user, &tname).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let grant = match store.grant_of(user, &tname).await {
+            Ok(Some(g)) => g,
+            Ok(None) => {
                 return Err(refuse(format!(
                     "user '{user}' is not granted access to target '{target}'"
                 )));
             }
             Err(e) => return Err(refuse(format!("the gateway cannot read its store: {e}"))),
+        };
+        let limits = record.limits.tightest(grant.limits);
+        let id = new_id();
+        if let Some(why) =
+            crate::enforce::check_session_start(self, id, user, &record, self.peer, tell).await
+        {
+            return Err(refuse(why));
         }
         let credential = store.target_credential(&tname).await.map_err(|e| {
             refuse(format!(
@@ -302,7 +321,6 @@ impl ConnShared {
                 }
             }
         }
-        let id = new_id();
         let now = time::OffsetDateTime::now_utc();
         let rel = format!(
             "{:04}/{:02}/{:02}/{id}.custos",
@@ -335,14 +353,10 @@ impl ConnShared {
             user.clone(),
             record.name.clone(),
         );
-        let session = Arc::new(LiveSession::new(
-            id,
-            user.clone(),
-            record,
-            connected.conn,
-            recorder,
-            commands,
-        ));
+        let session = Arc::new(
+            LiveSession::new(id, user.clone(), record, connected.conn, recorder, commands)
+                .with_limits(limits),
+        );
         let row = session.record_row(&self.peer.to_string(), &rel);
         if let Err(e) = store.create_session(&row).await {
             let _ = session
@@ -355,6 +369,9 @@ impl ConnShared {
         self.ctx.live.insert(session.clone());
         info!(session = %id, user = %user, target, login = %row.login, peer = %self.peer, "session started");
         spawn_stop_watch(self.clone(), session.clone());
+        if !limits.is_none() {
+            spawn_limit_watch(&session);
+        }
         spawn_counter_flush(self.ctx.clone(), session.clone());
         Ok(session)
     }
@@ -435,6 +452,93 @@ fn spawn_stop_watch(shared: Arc<ConnShared>, session: Arc<LiveSession>) {
                     "en".into(),
                 )
                 .await;
+        }
+    });
+}
+
+/// Ends the session when it reaches its maximum duration or has been idle too long, warning
+/// the user shortly before.
+fn spawn_limit_watch(session: &Arc<LiveSession>) {
+    let weak = Arc::downgrade(session);
+    let limits = session.limits;
+    tokio::spawn(async move {
+        let max = limits
+            .max_duration_secs
+            .map(|s| s.saturating_mul(1_000_000));
+        let idle = limits
+            .idle_timeout_secs
+            .map(|s| s.saturating_mul(1_000_000));
+        // Warn a minute ahead, or a quarter of the limit ahead for short limits.
+        let lead = |limit: u64| (limit / 4).min(60_000_000);
+        let (mut warned_max, mut warned_idle_at) = (false, None);
+        loop {
+            let Some(s) = weak.upgrade() else { return };
+            if s.stop_reason().is_some() {
+                return;
+            }
+            let now = s.now_us();
+            let mut next = u64::MAX;
+            if let Some(max) = max {
+                if now >= max {
+                    let why = format!(
+                        "maximum session duration of {} reached",
+                        custos_core::format_secs(max / 1_000_000)
+                    );
+                    info!(session = %s.id, user = %s.user, "{why}; ending the session");
+                    s.record(0, custos_recording::EventKind::Note(why.clone()))
+                        .await;
+                    s.request_stop(EndReason::Limit(why));
+                    return;
+                }
+                let warn_at = max - lead(max);
+                if !warned_max && now >= warn_at && lead(max) >= 1_000_000 {
+                    warned_max = true;
+                    s.notify(&format!(
+                        "this session ends in {} (maximum duration {})",
+                        custos_core::format_secs((max - now).div_ceil(1_000_000)),
+                        custos_core::format_secs(max / 1_000_000)
+                    ));
+                }
+                next = next.min(if warned_max || lead(max) < 1_000_000 {
+                    max
+                } else {
+                    warn_at
+                });
+            }
+            if let Some(idle) = idle {
+                let last = s.last_activity_us();
+                let end = last.saturating_add(idle);
+                if now >= end {
+                    let why = format!(
+                        "idle for {} without input",
+                        custos_core::format_secs(idle / 1_000_000)
+                    );
+                    info!(session = %s.id, user = %s.user, "{why}; ending the session");
+                    s.record(0, custos_recording::EventKind::Note(why.clone()))
+                        .await;
+                    s.request_stop(EndReason::Limit(why));
+                    return;
+                }
+                let warn_at = end - lead(idle);
+                if warned_idle_at != Some(last) && now >= warn_at && lead(idle) >= 1_000_000 {
+                    warned_idle_at = Some(last);
+                    s.notify(&format!(
+                        "idle: this session ends in {} without input (idle timeout {})",
+                        custos_core::format_secs((end - now).div_ceil(1_000_000)),
+                        custos_core::format_secs(idle / 1_000_000)
+                    ));
+                }
+                next = next.min(if warned_idle_at == Some(last) || lead(idle) < 1_000_000 {
+                    end
+                } else {
+                    warn_at
+                });
+            }
+            drop(s);
+            // Wake at the next deadline, and at least every few seconds to see new activity
+            // (which only ever moves deadlines later).
+            let wait = next.saturating_sub(now).clamp(50_000, 5_000_000);
+            tokio::time::sleep(Duration::from_micros(wait)).await;
         }
     });
 }

@@ -16,4 +16,4 @@ pub mod target;
 
 pub use gateway::{Gateway, GatewayConfig, RulesHandle};
 pub use limiter::AuthLimits;
-pub use session::{LiveRegistry, LiveSessionInfo};
+pub use session::{HoldAnswer, LiveRegistry, LiveSessionInfo};

@@ -1,12 +1,12 @@
 //! One user session: the SSH connection from a user to one target, its recording, its
 //! metadata row and its live controls.
 
-use custos_core::{EndReason, Id, Name, SessionRecord, SessionState, TargetRecord};
-use custos_recording::{Event, EventKind, RecorderHandle};
+use custos_core::{EndReason, Id, Name, SessionLimits, SessionRecord, SessionState, TargetRecord};
+use custos_recording::{Event, EventKind, RecorderHandle, Watch, WatchRefused};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::commands::CommandLog;
 use crate::target::TargetConn;
@@ -25,6 +25,13 @@ pub struct LiveSession {
     next_channel: AtomicU32,
     /// Set when the session must end (administrator kill, recording failure); carries the reason.
     pub stop: watch::Sender<Option<EndReason>>,
+    /// The tightest of the target's and the grant's limits.
+    pub limits: SessionLimits,
+    /// When the user was last active (µs on the session clock): input on any channel, or data
+    /// moving on a channel without a terminal (a transfer the user started).
+    last_activity_us: AtomicU64,
+    /// Messages for the user's terminals (limit warnings, hold outcomes).
+    notices: broadcast::Sender<Arc<str>>,
 }
 
 impl LiveSession {
@@ -48,7 +55,37 @@ impl LiveSession {
             exit_status: Mutex::new(None),
             next_channel: AtomicU32::new(0),
             stop: watch::channel(None).0,
+            limits: SessionLimits::default(),
+            last_activity_us: AtomicU64::new(0),
+            notices: broadcast::channel(16).0,
         }
+    }
+
+    /// Sets the session's limits (before it is shared).
+    pub fn with_limits(mut self, limits: SessionLimits) -> LiveSession {
+        self.limits = limits;
+        self
+    }
+
+    /// Notes user activity now (for the idle timeout).
+    pub fn touch(&self) {
+        self.last_activity_us
+            .store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// When the user was last active, µs on the session clock.
+    pub fn last_activity_us(&self) -> u64 {
+        self.last_activity_us.load(Ordering::Relaxed)
+    }
+
+    /// Shows `text` on every terminal of the session (no-op without one).
+    pub fn notify(&self, text: &str) {
+        let _ = self.notices.send(Arc::from(text));
+    }
+
+    /// Receives what [`LiveSession::notify`] sends.
+    pub fn notices(&self) -> broadcast::Receiver<Arc<str>> {
+        self.notices.subscribe()
     }
 
     /// Microseconds since the session started, on the monotonic clock.
@@ -122,6 +159,21 @@ impl LiveSession {
     }
 }
 
+/// A moderator's answer to a held request.
+#[derive(Clone, Debug)]
+pub struct HoldAnswer {
+    pub approve: bool,
+    /// Who decided.
+    pub by: String,
+    pub note: Option<String>,
+}
+
+/// A request waiting for a moderator.
+struct PendingHold {
+    session: Id,
+    answer: oneshot::Sender<HoldAnswer>,
+}
+
 /// What the registry exposes about a live session.
 #[derive(Clone, Debug)]
 pub struct LiveSessionInfo {
@@ -134,6 +186,8 @@ pub struct LiveSessionInfo {
 #[derive(Default, Clone)]
 pub struct LiveRegistry {
     inner: Arc<Mutex<HashMap<Id, Arc<LiveSession>>>>,
+    /// Held requests by alert id.
+    holds: Arc<Mutex<HashMap<i64, PendingHold>>>,
 }
 
 impl LiveRegistry {
@@ -172,6 +226,27 @@ impl LiveRegistry {
         }
     }
 
+    /// Starts a read-only watch of a live session through its recorder: the current screens,
+    /// then its terminal output as it is recorded (see [`RecorderHandle::watch`]).
+    pub async fn watch(&self, id: &Id) -> Result<(LiveSessionInfo, Watch), WatchRefused> {
+        // Clone out of the lock: it must not be held across the await.
+        let session = self.lock().get(id).cloned();
+        let Some(s) = session else {
+            return Err(WatchRefused(format!(
+                "session {id} is not live on this gateway"
+            )));
+        };
+        let info = LiveSessionInfo {
+            id: s.id,
+            user: s.user.clone(),
+            target: s.target.name.clone(),
+        };
+        // Between the end of the recording and the removal from the registry the recorder
+        // refuses, saying the recording is finished.
+        let watch = s.recorder.watch().await?;
+        Ok((info, watch))
+    }
+
     /// Ends every live session of a user. Returns how many were ended.
     pub fn kill_user(&self, user: &Name, reason: &str) -> usize {
         let g = self.lock();
@@ -181,6 +256,54 @@ impl LiveRegistry {
             n += 1;
         }
         n
+    }
+
+    /// Registers a held request; the receiver gets the moderator's answer.
+    pub(crate) fn hold(&self, alert: i64, session: Id) -> oneshot::Receiver<HoldAnswer> {
+        let (tx, rx) = oneshot::channel();
+        self.holds_lock().insert(
+            alert,
+            PendingHold {
+                session,
+                answer: tx,
+            },
+        );
+        rx
+    }
+
+    /// Forgets a held request (answered, timed out or abandoned).
+    pub(crate) fn unhold(&self, alert: i64) {
+        self.holds_lock().remove(&alert);
+    }
+
+    /// Answers a held request. Returns the session it belongs to, or an explanation when no
+    /// request is waiting under that alert id.
+    pub fn decide(&self, alert: i64, answer: HoldAnswer) -> Result<Id, String> {
+        let pending = self.holds_lock().remove(&alert);
+        match pending {
+            Some(p) => {
+                let session = p.session;
+                p.answer.send(answer).map_err(|_| {
+                    format!("alert {alert} stopped waiting before the decision arrived")
+                })?;
+                Ok(session)
+            }
+            None => Err(format!(
+                "alert {alert} is not waiting for a decision on this gateway \
+                 (not a hold, already decided, timed out, or its session ended)"
+            )),
+        }
+    }
+
+    /// The alert ids of the requests waiting for a moderator.
+    pub fn pending_holds(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self.holds_lock().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn holds_lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PendingHold>> {
+        self.holds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends every live session (gateway shutdown).

@@ -5,8 +5,8 @@ use crate::keys::check_key_line;
 use crate::sqlite::{self, BEGIN_WRITE, Pool};
 use crate::{StoreError, Vault, password};
 use custos_core::{
-    AlertRecord, CommandRecord, Grant, HostKeyPolicy, Id, Name, Secret, SessionRecord,
-    SessionState, TargetKind, TargetRecord, UserRecord,
+    AlertRecord, CommandRecord, Grant, HoldDecision, HostKeyPolicy, Id, Name, Secret,
+    SessionLimits, SessionRecord, SessionState, TargetKind, TargetRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -68,6 +68,8 @@ pub struct AlertFilter {
     pub min_severity: Option<String>,
     /// Only alerts of this session.
     pub session: Option<Id>,
+    /// Only holds still waiting for a moderator.
+    pub pending: bool,
     /// At most this many (the newest); 1000 when not set.
     pub limit: Option<u32>,
 }
@@ -134,7 +136,8 @@ macro_rules! select_targets {
     ($rest:literal) => {
         concat!(
             "SELECT t.name, t.kind, t.host, t.port, t.login, t.host_key_mode, t.host_key, ",
-            "t.credential_kind, t.os_user, t.labels_json, t.allow_port_forwarding, t.created_us ",
+            "t.credential_kind, t.os_user, t.labels_json, t.allow_port_forwarding, t.created_us, ",
+            "t.max_session_secs, t.idle_timeout_secs ",
             "FROM targets t ",
             $rest
         )
@@ -490,8 +493,9 @@ impl Store {
         let mut tx = self.begin_write(&op).await?;
         let inserted = sqlx::query(
             "INSERT INTO targets (name, kind, host, port, login, host_key_mode, host_key, \
-             credential_kind, os_user, labels_json, allow_port_forwarding, created_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             credential_kind, os_user, labels_json, allow_port_forwarding, created_us, \
+             max_session_secs, idle_timeout_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(name.as_str())
         .bind(cols.kind)
@@ -505,6 +509,8 @@ impl Store {
         .bind(cols.labels_json)
         .bind(target.allow_port_forwarding)
         .bind(to_micros(target.created)?)
+        .bind(limit_col(target.limits.max_duration_secs)?)
+        .bind(limit_col(target.limits.idle_timeout_secs)?)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -718,6 +724,7 @@ impl Store {
             kind,
             labels,
             allow_port_forwarding: row.try_get("allow_port_forwarding").map_err(self.db(op))?,
+            limits: self.limits_from_row(row)?,
             created: self.time(row.try_get("created_us").map_err(self.db(op))?)?,
         })
     }
@@ -774,22 +781,92 @@ impl Store {
     pub async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         let op = "listing grants";
         let rows = sqlx::query(
-            "SELECT user_name, target_name, created_us FROM grants \
+            "SELECT user_name, target_name, created_us, max_session_secs, idle_timeout_secs \
+             FROM grants \
              ORDER BY user_name, target_name",
         )
         .fetch_all(self.pool())
         .await
         .map_err(self.db(op))?;
-        rows.iter()
-            .map(|r| {
-                Ok(Grant {
-                    user: self.name(&r.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
-                    target: self
-                        .name(&r.try_get::<String, _>("target_name").map_err(self.db(op))?)?,
-                    created: self.time(r.try_get("created_us").map_err(self.db(op))?)?,
-                })
+        rows.iter().map(|r| self.grant_from_row(r)).collect()
+    }
+
+    fn grant_from_row(&self, r: &SqliteRow) -> Result<Grant, StoreError> {
+        let op = "reading a grant row";
+        Ok(Grant {
+            user: self.name(&r.try_get::<String, _>("user_name").map_err(self.db(op))?)?,
+            target: self.name(&r.try_get::<String, _>("target_name").map_err(self.db(op))?)?,
+            limits: self.limits_from_row(r)?,
+            created: self.time(r.try_get("created_us").map_err(self.db(op))?)?,
+        })
+    }
+
+    /// The grant of `user` on `target`, if there is one.
+    pub async fn grant_of(&self, user: &Name, target: &Name) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_name, target_name, created_us, max_session_secs, idle_timeout_secs \
+             FROM grants WHERE user_name = $1 AND target_name = $2",
+        )
+        .bind(user.as_str())
+        .bind(target.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(self.db(format!("reading the grant of '{user}' on '{target}'")))?;
+        row.map(|r| self.grant_from_row(&r)).transpose()
+    }
+
+    /// Sets the session limits of an existing grant.
+    pub async fn set_grant_limits(
+        &self,
+        user: &Name,
+        target: &Name,
+        limits: SessionLimits,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE grants SET max_session_secs = $3, idle_timeout_secs = $4 \
+             WHERE user_name = $1 AND target_name = $2",
+        )
+        .bind(user.as_str())
+        .bind(target.as_str())
+        .bind(limit_col(limits.max_duration_secs)?)
+        .bind(limit_col(limits.idle_timeout_secs)?)
+        .execute(self.pool())
+        .await
+        .map_err(self.db(format!("setting the limits of '{user}' on '{target}'")))?;
+        expect_one(done.rows_affected(), "grant", format!("{user} -> {target}"))
+    }
+
+    /// Sets the session limits of a target.
+    pub async fn set_target_limits(
+        &self,
+        name: &Name,
+        limits: SessionLimits,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE targets SET max_session_secs = $2, idle_timeout_secs = $3 WHERE name = $1",
+        )
+        .bind(name.as_str())
+        .bind(limit_col(limits.max_duration_secs)?)
+        .bind(limit_col(limits.idle_timeout_secs)?)
+        .execute(self.pool())
+        .await
+        .map_err(self.db(format!("setting the limits of target '{name}'")))?;
+        expect_one(done.rows_affected(), "target", name)
+    }
+
+    fn limits_from_row(&self, r: &SqliteRow) -> Result<SessionLimits, StoreError> {
+        let op = "reading session limits";
+        let get = |col: &str| -> Result<Option<u64>, StoreError> {
+            let v: Option<i64> = r.try_get(col).map_err(self.db(op))?;
+            v.map(|v| {
+                u64::try_from(v).map_err(|_| self.corrupt(format!("{col} is negative ({v})")))
             })
-            .collect()
+            .transpose()
+        };
+        Ok(SessionLimits {
+            max_duration_secs: get("max_session_secs")?,
+            idle_timeout_secs: get("idle_timeout_secs")?,
+        })
     }
 
     /// The targets `user` may reach, ordered by name. Fails with [`StoreError::NotFound`] for
@@ -1158,6 +1235,11 @@ fn expect_one(rows: u64, what: &'static str, name: impl ToString) -> Result<(), 
     }
 }
 
+/// A session limit as stored: `NULL` for none.
+fn limit_col(v: Option<u64>) -> Result<Option<i64>, StoreError> {
+    v.map(|v| to_i64(v, "session limit")).transpose()
+}
+
 fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} is too large to store")))
 }
@@ -1368,8 +1450,8 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid(format!("unknown severity '{}'", a.severity)))?;
         let row = sqlx::query(
             "INSERT INTO alerts (at_us, session_id, channel, offset_us, user_name, target_name, \
-             rule_id, severity, severity_rank, action, event, text, description) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+             rule_id, severity, severity_rank, action, event, text, description, decision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(to_micros(a.at)?)
         .bind(a.session.to_string())
@@ -1384,6 +1466,7 @@ impl Store {
         .bind(&a.event)
         .bind(&a.text)
         .bind(&a.description)
+        .bind(a.decision.as_ref().map(|d| d.state.as_str()))
         .fetch_one(self.pool())
         .await
         .map_err(self.db(format!("recording an alert of session {}", a.session)))?;
@@ -1402,16 +1485,18 @@ impl Store {
         };
         let rows = sqlx::query(
             "SELECT id, at_us, session_id, channel, offset_us, user_name, target_name, rule_id, \
-                    severity, action, event, text, description \
+                    severity, action, event, text, description, decision, decided_by, \
+                    decision_note, decided_us \
              FROM alerts \
              WHERE ($1 IS NULL OR at_us >= $1) AND ($2 IS NULL OR severity_rank >= $2) \
-               AND ($3 IS NULL OR session_id = $3) \
+               AND ($3 IS NULL OR session_id = $3) AND (NOT $5 OR decision = 'pending') \
              ORDER BY at_us DESC, id DESC LIMIT $4",
         )
         .bind(filter.since.map(to_micros).transpose()?)
         .bind(min)
         .bind(filter.session.map(|s| s.to_string()))
         .bind(i64::from(filter.limit.unwrap_or(1000)))
+        .bind(filter.pending)
         .fetch_all(self.pool())
         .await
         .map_err(self.db("listing alerts"))?;
@@ -1435,7 +1520,76 @@ impl Store {
             event: row.try_get("event").map_err(self.db(op))?,
             text: row.try_get("text").map_err(self.db(op))?,
             description: row.try_get("description").map_err(self.db(op))?,
+            decision: match row
+                .try_get::<Option<String>, _>("decision")
+                .map_err(self.db(op))?
+            {
+                None => None,
+                Some(state) => Some(HoldDecision {
+                    state,
+                    by: row.try_get("decided_by").map_err(self.db(op))?,
+                    note: row.try_get("decision_note").map_err(self.db(op))?,
+                    at: row
+                        .try_get::<Option<i64>, _>("decided_us")
+                        .map_err(self.db(op))?
+                        .map(|t| self.time(t))
+                        .transpose()?,
+                }),
+            },
         })
+    }
+
+    /// Records the outcome of a pending hold. Returns false when the alert is not a pending
+    /// hold (unknown, or already decided).
+    pub async fn decide_hold(
+        &self,
+        id: i64,
+        state: &str,
+        by: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE alerts SET decision = $2, decided_by = $3, decision_note = $4, decided_us = $5 \
+             WHERE id = $1 AND decision = 'pending'",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(by)
+        .bind(note)
+        .bind(now_micros())
+        .execute(self.pool())
+        .await
+        .map_err(self.db(format!("recording the decision on alert {id}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The alert with this id.
+    pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, at_us, session_id, channel, offset_us, user_name, target_name, rule_id, \
+                    severity, action, event, text, description, decision, decided_by, \
+                    decision_note, decided_us \
+             FROM alerts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(self.db(format!("reading alert {id}")))?;
+        row.map(|r| self.alert_from_row(&r)).transpose()
+    }
+
+    /// Marks every hold still pending as withdrawn (the gateway stopped before a decision).
+    pub async fn withdraw_pending_holds(&self, why: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE alerts SET decision = 'withdrawn', decision_note = $1, decided_us = $2 \
+             WHERE decision = 'pending'",
+        )
+        .bind(why)
+        .bind(now_micros())
+        .execute(self.pool())
+        .await
+        .map_err(self.db("withdrawing pending holds"))?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -4,9 +4,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use custos_core::{
-    HostKeyPolicy, Id, Name, Secret, SessionRecord, SessionState, TargetKind, TargetRecord,
+    AlertRecord, HoldDecision, HostKeyPolicy, Id, Name, Secret, SessionLimits, SessionRecord,
+    SessionState, TargetKind, TargetRecord,
 };
-use custos_store::{NewUser, SessionFilter, Store, StoreError, Vault, password};
+use custos_store::{AlertFilter, NewUser, SessionFilter, Store, StoreError, Vault, password};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -67,6 +68,7 @@ fn ssh_target(name: &str, host_key: HostKeyPolicy) -> TargetRecord {
         },
         labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
         allow_port_forwarding: false,
+        limits: Default::default(),
         created: micros(OffsetDateTime::now_utc()),
     }
 }
@@ -77,6 +79,7 @@ fn local_target(name: &str) -> TargetRecord {
         kind: TargetKind::Local { os_user: None },
         labels: BTreeMap::new(),
         allow_port_forwarding: true,
+        limits: Default::default(),
         created: micros(OffsetDateTime::now_utc()),
     }
 }
@@ -786,4 +789,139 @@ fn store_is_shareable_between_tasks() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<Store>();
     shareable::<Vault>();
+}
+
+#[tokio::test]
+async fn session_limits_on_targets_and_grants() {
+    let f = fixture().await;
+    let s = &f.store;
+    s.add_user(NewUser::named(n("alice"))).await.unwrap();
+    let mut t = local_target("box");
+    t.limits.max_duration_secs = Some(3600);
+    s.add_target(t, None).await.unwrap();
+    let stored = s.target(&n("box")).await.unwrap().unwrap();
+    assert_eq!(stored.limits.max_duration_secs, Some(3600));
+    assert_eq!(stored.limits.idle_timeout_secs, None);
+
+    let lim = SessionLimits {
+        max_duration_secs: None,
+        idle_timeout_secs: Some(600),
+    };
+    s.set_target_limits(&n("box"), lim).await.unwrap();
+    assert_eq!(s.target(&n("box")).await.unwrap().unwrap().limits, lim);
+    assert!(
+        s.set_target_limits(&n("nothere"), lim).await.is_err(),
+        "an unknown target is an error"
+    );
+
+    assert_eq!(s.grant_of(&n("alice"), &n("box")).await.unwrap(), None);
+    assert!(
+        s.set_grant_limits(&n("alice"), &n("box"), lim)
+            .await
+            .is_err()
+    );
+    s.grant(&n("alice"), &n("box")).await.unwrap();
+    let g = s.grant_of(&n("alice"), &n("box")).await.unwrap().unwrap();
+    assert!(g.limits.is_none());
+    let glim = SessionLimits {
+        max_duration_secs: Some(120),
+        idle_timeout_secs: None,
+    };
+    s.set_grant_limits(&n("alice"), &n("box"), glim)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.grant_of(&n("alice"), &n("box"))
+            .await
+            .unwrap()
+            .unwrap()
+            .limits,
+        glim
+    );
+    assert_eq!(s.grants().await.unwrap()[0].limits, glim);
+    // Granting again keeps the limits.
+    s.grant(&n("alice"), &n("box")).await.unwrap();
+    assert_eq!(s.grants().await.unwrap()[0].limits, glim);
+}
+
+#[tokio::test]
+async fn holds_are_decided_once() {
+    let f = fixture().await;
+    let s = &f.store;
+    let alert = |decision: Option<&str>| AlertRecord {
+        id: 0,
+        at: micros(OffsetDateTime::now_utc()),
+        session: id(1, 1),
+        channel: 0,
+        offset_us: 5,
+        user: n("alice"),
+        target: n("box"),
+        rule: "local.hold-reboot".into(),
+        severity: "high".into(),
+        action: "hold".into(),
+        event: "command".into(),
+        text: "reboot".into(),
+        description: "reboots need a second pair of eyes".into(),
+        decision: decision.map(|st| HoldDecision {
+            state: st.into(),
+            by: None,
+            note: None,
+            at: None,
+        }),
+    };
+    let plain = s.record_alert(&alert(None)).await.unwrap();
+    let held = s.record_alert(&alert(Some("pending"))).await.unwrap();
+    let other = s.record_alert(&alert(Some("pending"))).await.unwrap();
+
+    let pending = s
+        .alerts(&AlertFilter {
+            pending: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![other, held]
+    );
+
+    assert!(
+        !s.decide_hold(plain, "approved", Some("bob"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.decide_hold(held, "denied", Some("bob"), Some("not now"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.decide_hold(held, "approved", Some("eve"), None)
+            .await
+            .unwrap(),
+        "a decided hold cannot be decided again"
+    );
+    let a = s.alert(held).await.unwrap().unwrap();
+    let d = a.decision.unwrap();
+    assert_eq!(d.state, "denied");
+    assert_eq!(d.by.as_deref(), Some("bob"));
+    assert_eq!(d.note.as_deref(), Some("not now"));
+    assert!(d.at.is_some());
+    assert!(s.alert(plain).await.unwrap().unwrap().decision.is_none());
+    assert!(s.alert(999).await.unwrap().is_none());
+
+    assert_eq!(
+        s.withdraw_pending_holds("gateway restarted").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        s.alert(other)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision
+            .unwrap()
+            .state,
+        "withdrawn"
+    );
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use custos_core::{Name, Secret, TargetKind, TargetRecord};
+use custos_core::{Name, Secret, SessionLimits, TargetKind, TargetRecord};
 use custos_store::{NewUser, password};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -52,6 +52,60 @@ pub enum TargetCmd {
     },
     /// Remove a target and its grants.
     Remove { name: String },
+    /// Set how long sessions on a target may last and stay idle.
+    Limits {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+}
+
+/// Session limits as given on the command line.
+#[derive(clap::Args, Clone, Default)]
+pub struct LimitArgs {
+    /// End sessions this long after they start (e.g. 8h, 90m; 'none' for no limit).
+    #[arg(long, value_name = "DURATION")]
+    max_duration: Option<String>,
+    /// End sessions after this long without input (e.g. 15m; 'none' for no limit).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+}
+
+impl LimitArgs {
+    /// The limits these options give, starting from `current` (an option not given keeps
+    /// its current value).
+    pub fn apply(&self, current: SessionLimits) -> Result<SessionLimits> {
+        fn one(opt: &Option<String>, cur: Option<u64>, flag: &str) -> Result<Option<u64>> {
+            match opt.as_deref().map(str::trim) {
+                None => Ok(cur),
+                Some("none") | Some("off") => Ok(None),
+                Some(t) => {
+                    let s =
+                        custos_core::parse_secs(t).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+                    if s == 0 {
+                        bail!("--{flag} must be longer than zero (use 'none' for no limit)");
+                    }
+                    Ok(Some(s))
+                }
+            }
+        }
+        Ok(SessionLimits {
+            max_duration_secs: one(
+                &self.max_duration,
+                current.max_duration_secs,
+                "max-duration",
+            )?,
+            idle_timeout_secs: one(
+                &self.idle_timeout,
+                current.idle_timeout_secs,
+                "idle-timeout",
+            )?,
+        })
+    }
+
+    pub fn given(&self) -> bool {
+        self.max_duration.is_some() || self.idle_timeout.is_some()
+    }
 }
 
 #[derive(clap::Args)]
@@ -88,6 +142,8 @@ pub struct TargetAdd {
     /// Allow local port forwarding (ssh -L) through this target; each forward is recorded.
     #[arg(long)]
     allow_port_forwarding: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 fn name(s: &str) -> Result<Name> {
@@ -297,6 +353,7 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
                 kind,
                 labels,
                 allow_port_forwarding: a.allow_port_forwarding,
+                limits: a.limits.apply(SessionLimits::default())?,
                 created: time::OffsetDateTime::now_utc(),
             };
             store.add_target(rec, credential).await?;
@@ -308,8 +365,8 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&targets)?);
             } else {
                 println!(
-                    "{:<20} {:<28} {:<16} {:<10} LABELS",
-                    "NAME", "ADDRESS", "LOGIN", "HOST KEY"
+                    "{:<20} {:<28} {:<16} {:<11} {:<20} LABELS",
+                    "NAME", "ADDRESS", "LOGIN", "HOST KEY", "LIMITS"
                 );
                 for t in targets {
                     let (addr, hk) = match &t.kind {
@@ -333,11 +390,12 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
                     let labels: Vec<String> =
                         t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     println!(
-                        "{:<20} {:<28} {:<16} {:<10} {}",
+                        "{:<20} {:<28} {:<16} {:<11} {:<20} {}",
                         t.name,
                         addr,
                         t.login(),
                         hk,
+                        t.limits,
                         labels.join(",")
                     );
                 }
@@ -347,16 +405,48 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
             store.remove_target(&name(&n)?).await?;
             println!("removed target {n}");
         }
+        TargetCmd::Limits { name: n, limits } => {
+            let tn = name(&n)?;
+            let current = store
+                .target(&tn)
+                .await?
+                .with_context(|| format!("there is no target named '{n}'"))?;
+            if !limits.given() {
+                println!("target {n}: {}", current.limits);
+                return Ok(0);
+            }
+            let new = limits.apply(current.limits)?;
+            store.set_target_limits(&tn, new).await?;
+            println!("target {n}: {new} (applies to sessions that start from now on)");
+        }
     }
     Ok(0)
 }
 
-pub async fn grant(data: &Path, user: &str, target: &str, grant: bool) -> Result<i32> {
+pub async fn grant(
+    data: &Path,
+    user: &str,
+    target: &str,
+    grant: bool,
+    limits: LimitArgs,
+) -> Result<i32> {
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
     if grant {
-        store.grant(&name(user)?, &name(target)?).await?;
-        println!("granted {user} access to {target}");
+        let (u, t) = (name(user)?, name(target)?);
+        store.grant(&u, &t).await?;
+        if limits.given() {
+            let current = store
+                .grant_of(&u, &t)
+                .await?
+                .map(|g| g.limits)
+                .unwrap_or_default();
+            let new = limits.apply(current)?;
+            store.set_grant_limits(&u, &t, new).await?;
+            println!("granted {user} access to {target} ({new})");
+        } else {
+            println!("granted {user} access to {target}");
+        }
     } else {
         store.revoke(&name(user)?, &name(target)?).await?;
         println!("revoked {user}'s access to {target}");

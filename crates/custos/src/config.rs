@@ -17,6 +17,23 @@ pub struct Config {
     pub recording: RecordingSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub rules: RulesSection,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSection {
+    /// How long a request held by a `hold` rule waits for a moderator; then it is denied.
+    pub hold_timeout_secs: u64,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        RulesSection {
+            hold_timeout_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -130,6 +147,12 @@ keys_dir = "keys"
 database = "custos.db"
 # Key that encrypts target credentials at rest.
 vault_key = "keys/vault.key"
+
+[rules]
+# Rules are the built-in pack plus rules/*.yaml here; they reload on change and on SIGHUP.
+# A request held by a `hold` rule waits this long for `custos alerts approve|deny`, then is
+# denied.
+hold_timeout_secs = 300
 "#;
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ impl DataDir {
             kind: TargetKind::Local { os_user: None },
             labels: BTreeMap::from([("demo".to_string(), "true".to_string())]),
             allow_port_forwarding: false,
+            limits: Default::default(),
             created: time::OffsetDateTime::now_utc(),
         };
         store.add_target(local, None).await?;

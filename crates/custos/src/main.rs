@@ -9,6 +9,7 @@ mod datadir;
 mod recordings;
 mod rules;
 mod serve;
+mod watch;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -48,8 +49,13 @@ enum Command {
     /// Manage targets.
     #[command(subcommand)]
     Target(admin::TargetCmd),
-    /// Allow a user to open sessions on a target.
-    Grant { user: String, target: String },
+    /// Allow a user to open sessions on a target (again: change the grant's limits).
+    Grant {
+        user: String,
+        target: String,
+        #[command(flatten)]
+        limits: admin::LimitArgs,
+    },
     /// Withdraw a grant.
     Revoke { user: String, target: String },
     /// List and inspect sessions.
@@ -110,8 +116,14 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Serve(args) => serve::serve(&data, args.ssh_listen, None).await,
         Command::User(cmd) => admin::user(&data, cmd).await,
         Command::Target(cmd) => admin::target(&data, cmd).await,
-        Command::Grant { user, target } => admin::grant(&data, &user, &target, true).await,
-        Command::Revoke { user, target } => admin::grant(&data, &user, &target, false).await,
+        Command::Grant {
+            user,
+            target,
+            limits,
+        } => admin::grant(&data, &user, &target, true, limits).await,
+        Command::Revoke { user, target } => {
+            admin::grant(&data, &user, &target, false, Default::default()).await
+        }
         Command::Sessions(cmd) => recordings::sessions(&data, cmd).await,
         Command::Recordings(cmd) => recordings::recordings(&data, cmd).await,
         Command::Commands(cmd) => recordings::commands(&data, cmd).await,

@@ -40,6 +40,9 @@ pub enum SessionsCmd {
         #[arg(long, default_value = "ended by an administrator")]
         reason: String,
     },
+    /// Mirror a live session read-only in this terminal, from its current screen until it
+    /// ends (or Ctrl-C). The gateway logs the access.
+    Watch { id: String },
 }
 
 #[derive(Subcommand)]
@@ -271,6 +274,7 @@ pub async fn sessions(data: &Path, cmd: SessionsCmd) -> Result<i32> {
                 ),
             }
         }
+        SessionsCmd::Watch { id } => return crate::watch::run(data, &store, &id).await,
         SessionsCmd::Show { id, json } => {
             let s = store.find_session(&id).await?;
             if json {

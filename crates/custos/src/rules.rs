@@ -37,9 +37,28 @@ pub enum AlertsCmd {
         /// Only alerts of at least this severity: info, low, medium, high or critical.
         #[arg(long)]
         severity: Option<String>,
+        /// Only held requests still waiting for a moderator.
+        #[arg(long)]
+        pending: bool,
         #[arg(long)]
         json: bool,
     },
+    /// Let a held request go ahead.
+    Approve(Decision),
+    /// Refuse a held request.
+    Deny(Decision),
+}
+
+#[derive(clap::Args)]
+pub struct Decision {
+    /// The alert id of the hold (see `custos alerts list --pending`).
+    id: i64,
+    /// Why (stored with the decision and shown to the user on a denial).
+    #[arg(long)]
+    reason: Option<String>,
+    /// The moderator's name (default: the account running this command).
+    #[arg(long)]
+    by: Option<String>,
 }
 
 /// The rule files of a data directory: `rules/*.yaml` and `rules/*.yml`, sorted by name.
@@ -110,14 +129,56 @@ pub async fn rules(data: &Path, cmd: RulesCmd) -> Result<i32> {
     }
 }
 
+/// Sends a moderator's decision on a hold to the running gateway.
+async fn decide(data: &Path, d: Decision, approve: bool) -> Result<i32> {
+    let by = match d.by {
+        Some(b) => b,
+        None => std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| format!("uid {}", current_uid())),
+    };
+    let req = crate::control::Request::Decide {
+        alert: d.id,
+        approve,
+        by: by.clone(),
+        note: d.reason,
+    };
+    match crate::control::request(data, &req).await? {
+        None => bail!(
+            "no gateway is running for {} (held requests exist only while it runs)",
+            data.display()
+        ),
+        Some(r) if r.ok => {
+            let what = if approve { "approved" } else { "denied" };
+            println!("hold {} {what} by {by}", d.id);
+            Ok(0)
+        }
+        Some(r) => bail!(
+            "{}",
+            r.error.unwrap_or_else(|| "the gateway refused".into())
+        ),
+    }
+}
+
+/// The real user id of this process.
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
 pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
+    let (since, severity, pending, json) = match cmd {
+        AlertsCmd::List {
+            since,
+            severity,
+            pending,
+            json,
+        } => (since, severity, pending, json),
+        AlertsCmd::Approve(d) => return decide(data, d, true).await,
+        AlertsCmd::Deny(d) => return decide(data, d, false).await,
+    };
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
-    let AlertsCmd::List {
-        since,
-        severity,
-        json,
-    } = cmd;
     let since = since
         .map(|s| {
             time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
@@ -128,6 +189,7 @@ pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
         since,
         min_severity: severity,
         session: None,
+        pending,
         limit: None,
     };
     let list = store.alerts(&filter).await?;
@@ -136,16 +198,19 @@ pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<6} {:<20} {:<9} {:<9} {:<10} {:<10} {:<26} {:<32} TEXT",
+        "{:<6} {:<20} {:<9} {:<16} {:<10} {:<10} {:<26} {:<32} TEXT",
         "ID", "TIME", "SEVERITY", "ACTION", "USER", "TARGET", "SESSION", "RULE"
     );
     for a in &list {
         println!(
-            "{:<6} {:<20} {:<9} {:<9} {:<10} {:<10} {:<26} {:<32} {}",
+            "{:<6} {:<20} {:<9} {:<16} {:<10} {:<10} {:<26} {:<32} {}",
             a.id,
             fmt_time(&a.at).chars().take(19).collect::<String>(),
             a.severity,
-            a.action,
+            match &a.decision {
+                Some(d) => format!("{}:{}", a.action, d.state),
+                None => a.action.clone(),
+            },
             a.user,
             a.target,
             a.session,

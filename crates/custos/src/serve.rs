@@ -78,6 +78,17 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         }
     }
 
+    // Holds whose gateway stopped can never be answered.
+    let withdrawn = store
+        .withdraw_pending_holds("the gateway stopped before a decision")
+        .await?;
+    if withdrawn > 0 {
+        warn!(
+            holds = withdrawn,
+            "held requests left by a gateway stop were withdrawn"
+        );
+    }
+
     let listen = listen.unwrap_or(dd.config.ssh.listen);
     let c = &dd.config;
     let config = GatewayConfig {
@@ -89,6 +100,7 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
             lockout: Duration::from_secs(c.auth.lockout_secs),
         },
         recordings_dir: recordings,
+        hold_timeout: Duration::from_secs(c.rules.hold_timeout_secs.max(1)),
         ..GatewayConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(listen)

@@ -11,7 +11,11 @@ const T: Duration = Duration::from_secs(15);
 fn alerts(s: &Setup, args: &[&str]) -> Vec<serde_json::Value> {
     let mut a = vec!["alerts", "list", "--json"];
     a.extend_from_slice(args);
-    serde_json::from_str(&s.gw.cli(&a).unwrap()).unwrap()
+    let all: Vec<serde_json::Value> = serde_json::from_str(&s.gw.cli(&a).unwrap()).unwrap();
+    // Session-start rules of the default pack depend on the time of day; leave them out.
+    all.into_iter()
+        .filter(|a| a["event"] != "session")
+        .collect()
 }
 
 #[test]
