@@ -232,6 +232,9 @@ pub struct Ruleset {
     anyprog_map: Vec<usize>,
     /// Output rules' regexes in one set, and the rule of each pattern.
     output_set: RegexSet,
+    /// The same patterns one by one: each gets its own literal prefilter, which makes the
+    /// common case (no pattern occurs) much faster than one pass of the combined set.
+    output_each: Vec<regex::Regex>,
     output_map: Vec<usize>,
     others: Vec<usize>,
 }
@@ -419,6 +422,11 @@ impl Ruleset {
         }
         let anyprog_set = RegexSet::new(&anyprog_pats).map_err(|e| e.to_string())?;
         let output_set = RegexSet::new(&output_pats).map_err(|e| e.to_string())?;
+        let output_each = output_pats
+            .iter()
+            .map(|p| regex::Regex::new(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         Ok(Ruleset {
             rules,
             by_program,
@@ -427,6 +435,7 @@ impl Ruleset {
             anyprog_set,
             anyprog_map,
             output_set,
+            output_each,
             output_map,
             others,
         })
@@ -473,7 +482,16 @@ impl Ruleset {
     /// Whether some output rule's pattern occurs in `text`, before conditions: a cheap first
     /// test for terminal output, which is then evaluated in full only when this is true.
     pub fn output_may_match(&self, text: &str) -> bool {
-        !self.output_map.is_empty() && self.output_set.is_match(text)
+        self.output_each.iter().any(|r| r.is_match(text))
+    }
+
+    /// Whether some output rule's pattern matches `text` across byte offset `boundary` (starts
+    /// before it and ends after it): a match found only by joining two pieces of output.
+    pub fn output_matches_across(&self, text: &str, boundary: usize) -> bool {
+        self.output_each.iter().any(|r| {
+            r.find_iter(text)
+                .any(|m| m.start() < boundary && m.end() > boundary)
+        })
     }
 
     /// Check one event. Pure: same ruleset, event and context give the same decision.

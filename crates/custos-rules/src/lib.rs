@@ -18,8 +18,10 @@ mod engine;
 mod format;
 mod model;
 mod normalize;
+mod output;
 
 pub use check::{check_files, check_sources, test_command};
 pub use engine::{DEFAULT_PACK, Diagnostic, RuleSummary, RulesError, Ruleset};
 pub use model::{Action, Context, Decision, Event, FileOp, RuleMatch, Severity};
 pub use normalize::{NormalizedCommand, normalize};
+pub use output::{BULK_CHUNK, BURST_CHECKED, OutputWindow, SEAM};

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use custos_core::EndReason;
 use custos_recording::EventKind;
-use custos_term::{CommandEvent, CommandTracker, EchoTracker};
+use custos_term::{CommandEvent, LineModel};
 use custos_transfer::{FileOp, ScpAudit, SftpAudit};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, Pty};
@@ -317,68 +317,10 @@ struct Taps<'a> {
     terminal: bool,
 }
 
-/// The terminal models of an interactive channel: the command tracker reads command lines off
-/// the screen, the echo tracker tells which typed keys were never echoed (a no-echo prompt),
-/// so that a password is never taken for a command.
-pub(crate) struct LineModel {
-    commands: CommandTracker,
-    echo: EchoTracker,
-    /// A key of the current line was judged not echoed.
-    secret: bool,
-    /// The current line as typed (printable keys, Backspace, Ctrl-U), a second opinion for
-    /// the rules when the screen is read wrongly (keys typed ahead of a prompt).
-    typed: String,
-    /// Inside an escape sequence typed by the user (arrows, function keys).
-    in_escape: bool,
-}
-
-/// The longest typed line kept for the rules.
-const TYPED_CAP: usize = 4096;
-
-impl LineModel {
-    fn new(cols: u16, rows: u16) -> LineModel {
-        LineModel {
-            commands: CommandTracker::new(cols, rows),
-            echo: EchoTracker::new(),
-            secret: false,
-            typed: String::new(),
-            in_escape: false,
-        }
-    }
-
-    fn drain_decisions(&mut self) {
-        while let Some(d) = self.echo.pop_decision() {
-            if d.verdict == custos_term::Verdict::Redact {
-                self.secret = true;
-            }
-        }
-    }
-
-    fn output(&mut self, now: u64, d: &[u8]) -> Vec<CommandEvent> {
-        self.commands.on_output(now, d);
-        self.echo.on_output(now, d);
-        self.drain_decisions();
-        self.commands.take_events()
-    }
-
-    fn input(&mut self, now: u64, d: &[u8]) -> Vec<CommandEvent> {
-        for &b in d {
-            match b {
-                _ if self.in_escape => self.in_escape = !(b.is_ascii_alphabetic() || b == b'~'),
-                0x1b => self.in_escape = true,
-                0x7f | 0x08 => {
-                    self.typed.pop();
-                }
-                0x03 | 0x15 | b'\r' | b'\n' => self.typed.clear(),
-                0x20..=0x7e if self.typed.len() < TYPED_CAP => self.typed.push(b as char),
-                _ => {}
-            }
-        }
-        let _ = self.echo.on_input(now, d);
-        self.drain_decisions();
-        self.commands.on_input(now, d)
-    }
-}
+/// After a refused line, how long input waits at most for the shell to answer the Ctrl-C…
+const REFUSAL_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+/// … and how long it waits after the first answer, for the shell to finish redrawing.
+const REFUSAL_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long an Enter may wait for the echo of the keys typed before it.
 const ECHO_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
@@ -500,20 +442,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Terminal output checked against the output rules, chunk by chunk. A pattern split across
-/// two chunks is caught in a window over the seam (up to [`OutputScan::SEAM`] bytes either
-/// side); a longer one split across chunks can be missed.
+/// Terminal output checked against the output rules, chunk by chunk (see
+/// [`custos_rules::OutputWindow`] for the seam window and what bulk bursts skip).
 #[derive(Default)]
-struct OutputScan {
-    /// The end of the previous chunk.
-    tail: Vec<u8>,
-    /// Reused buffer for the seam window.
-    seam: Vec<u8>,
-}
+struct OutputScan(custos_rules::OutputWindow);
 
 impl OutputScan {
-    const SEAM: usize = 256;
-
     /// Returns the refusal when a rule withholds this chunk.
     async fn check(
         &mut self,
@@ -522,30 +456,10 @@ impl OutputScan {
         ch: u32,
         d: &[u8],
     ) -> Option<String> {
-        let head = &d[..d.len().min(Self::SEAM)];
-        self.seam.clear();
-        self.seam.extend_from_slice(&self.tail);
-        self.seam.extend_from_slice(head);
-        let keep = d.len().min(Self::SEAM);
-        if keep == Self::SEAM {
-            self.tail.clear();
-        } else {
-            let drop = (self.tail.len() + keep).saturating_sub(Self::SEAM);
-            self.tail.drain(..drop);
-        }
-        self.tail.extend_from_slice(&d[d.len() - keep..]);
-        let chunk = String::from_utf8_lossy(d);
-        if let Some(m) = crate::enforce::check_output(shared, session, ch, &chunk).await {
-            return Some(m);
-        }
-        if self.seam.len() > head.len() {
-            let seam = String::from_utf8_lossy(&self.seam);
-            // Only what the chunk alone did not show: a match wholly inside the old tail was
-            // already reported with the previous chunk.
-            let rules = shared.ctx.rules.current();
-            let old = String::from_utf8_lossy(&self.seam[..self.seam.len() - head.len()]);
-            if rules.output_may_match(&seam) && !rules.output_may_match(&old) {
-                return crate::enforce::check_output(shared, session, ch, &seam).await;
+        let rules = shared.ctx.rules.current();
+        for text in self.0.next(&rules, d) {
+            if let Some(m) = crate::enforce::check_output(shared, session, ch, &text).await {
+                return Some(m);
             }
         }
         None
@@ -615,7 +529,8 @@ async fn pump(
                 req = reqs.recv() => match req {
                     Some(ChanReq::Resize(c, r)) => {
                         if let Some(tr) = tracker {
-                            lock(tr).commands.resize(clamp16(c), clamp16(r));
+                            let events = lock(tr).resize(clamp16(c), clamp16(r));
+                            log_commands(session, ch, events);
                         }
                         session.record(ch, EventKind::Resize { cols: clamp16(c), rows: clamp16(r) }).await;
                         input.resize(c, r).await;
@@ -657,7 +572,7 @@ async fn pump(
                             }
                         }
                         if let Some(tr) = tracker {
-                            let events = lock(tr).output(session.now_us(), &d);
+                            let events = lock(tr).output(session.now_us(), d.clone());
                             log_commands(session, ch, events);
                         }
                         if !session.record(ch, EventKind::Output(d.clone())).await {
@@ -752,6 +667,10 @@ async fn pump(
         };
         tell(uwrite, &text).await;
         input.close().await;
+    }
+    if let Some(tr) = tracker {
+        let events = lock(tr).flush();
+        log_commands(session, ch, events);
     }
     if let Some(a) = audit {
         let ops = lock(a).finish();
@@ -1205,10 +1124,32 @@ async fn forward_input(
                 // Ctrl-C: the shell drops the line, and the terminal discards input typed ahead
                 // while a command was running (which a line-kill would not reach). It also
                 // interrupts that command — the price of never running a refused line.
+                let seen = lock(tr).outputs();
                 input.data(Bytes::from_static(b"\x03")).await?;
                 let _ = uwrite
                     .data_bytes(Bytes::from(format!("\r\ncustos: {msg}\r\n")))
                     .await;
+                // Nothing more goes to the target until the shell has answered the Ctrl-C:
+                // keys sent before it did could still submit the refused line. What was typed
+                // after the refused line (the rest of this input, a paste) is dropped, as the
+                // terminal drops typed-ahead input on an interrupt.
+                if !after.is_empty() {
+                    session
+                        .record(
+                            ch,
+                            EventKind::Note(format!(
+                                "{} bytes typed after the refused line were discarded",
+                                after.len()
+                            )),
+                        )
+                        .await;
+                }
+                let deadline = tokio::time::Instant::now() + REFUSAL_SETTLE_MAX;
+                while lock(tr).outputs() == seen && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(REFUSAL_SETTLE).await;
+                return Ok(());
             }
         }
         rest = after;

@@ -262,9 +262,6 @@ pub(crate) async fn check_output(
     channel: u32,
     text: &str,
 ) -> Option<String> {
-    if !shared.ctx.rules.current().output_may_match(text) {
-        return None;
-    }
     // The alert shows which rule matched, never the output itself (it may be a secret).
     let event = Event::Output {
         text: text.to_string(),

@@ -12,6 +12,10 @@
 //! 3. when that position was erased by a redraw (`\r\x1b[K` then prompt and line, Ctrl-L),
 //!    the same prompt text found again at the start of the cursor's line.
 //!
+//! A start no longer preceded by its prompt (drawn over, as bash's incremental search does)
+//! is not trusted: the line is then read as a search display, or after a prompt of the same
+//! width.
+//!
 //! Approximations (documented limits):
 //! * Keys typed after the last output chunk are assumed not yet echoed; printable keys,
 //!   Backspace, Delete, arrows, Home/End, Ctrl-A/E/B/F/U/K/W are applied to the screen text
@@ -698,6 +702,26 @@ impl CommandTracker {
         }
     }
 
+    /// Whether the screen still shows the remembered prompt before `(col, row)`. Bash draws
+    /// its incremental search (`\r(reverse-i-search)...`) over the prompt without erasing the
+    /// row, so the start's position stays valid but no longer follows a prompt.
+    fn prompt_intact(&self, (col, row): (usize, usize)) -> bool {
+        let Some(start) = self.line.start.as_ref() else {
+            return true;
+        };
+        let Some(line) = self.vt.screen().line(row) else {
+            return false;
+        };
+        let head: String = line
+            .cells()
+            .iter()
+            .take(col)
+            .filter(|cell| cell.width() != 0)
+            .map(|cell| cell.char())
+            .collect();
+        head == start.prompt
+    }
+
     /// First row of the cursor's logical line (rows joined by soft wraps).
     fn logical_line_top(&self) -> usize {
         let screen = self.vt.screen();
@@ -713,11 +737,12 @@ impl CommandTracker {
         if self.alt_screen() {
             return None;
         }
-        let (base, cursor) = match self.resolve_start() {
+        let start = self.resolve_start().filter(|&pos| self.prompt_intact(pos));
+        let (base, cursor) = match start {
             Some(start) => self.read_screen(start),
             None => match &self.line.start {
-                // The start was erased and the prompt is not found again: an incremental
-                // search display, or a prompt redrawn differently.
+                // The start was erased or overwritten and the prompt is not found again: an
+                // incremental search display, or a prompt redrawn differently.
                 Some(start) => {
                     let prompt_cols = start.col;
                     let row = self.logical_line_top();

@@ -13,9 +13,18 @@
 //!    with a bare line feed (nothing printable since the previous line break): that is what a
 //!    no-echo prompt does. Enter alone does not decide, because fast typists and pastes send
 //!    Enter before the echo comes back. On the alternate screen (full-screen programs redraw
-//!    instead of echoing) any output reacting to the input counts as an echo.
+//!    instead of echoing) any output reacting to the input counts as an echo, including the
+//!    output of a key that quits the program and leaves the alternate screen (`q` in less).
 //! 3. Control input (escape sequences, arrows, Ctrl-C, Tab, Backspace) is never secret on its
 //!    own; inside a line already judged no-echo it is redacted too. Enter is always kept.
+//! 4. Inside a bracketed paste (`ESC [200~` … `ESC [201~`) sent while the remote side has
+//!    asked for bracketed paste mode (`ESC [?2004h`, as readline and zle do while they read a
+//!    line), the line editor shows the pasted text only after the end mark. Pasted pieces are
+//!    therefore judged from the end mark on (their timeout runs from their arrival all the
+//!    same), and [`EchoTracker::pending`] does not count them before it: a caller holding a
+//!    pasted line break must not wait for an echo that cannot come yet. Line breaks inside the
+//!    paste do not end the input line. A paste mark split across two input chunks is not
+//!    recognised (the paste is then judged like typed keys).
 //!
 //! Decisions are released strictly in input order, so a recorder can hold every later event
 //! behind an unresolved piece and release them as soon as [`EchoTracker::pop_decision`] yields.
@@ -85,6 +94,10 @@ struct Pending {
     time_us: u64,
     line_no: u64,
     prompt: bool,
+    /// Inside a bracketed paste that has not ended: no echo can have come yet.
+    in_paste: bool,
+    /// Typed while a full-screen program had the alternate screen.
+    on_alt_screen: bool,
     text: String,
     output_seen: bool,
     unechoed_newline: bool,
@@ -116,6 +129,10 @@ pub struct EchoTracker {
     line_no: u64,
     line_open: bool,
     line_prompt: bool,
+    /// The remote side asked for bracketed paste mode (`ESC [?2004h`).
+    bracketed_paste: bool,
+    /// Input is between the start and end marks of a bracketed paste.
+    in_paste: bool,
     resolving_line: Option<u64>,
     resolving_no_echo: bool,
     pending: VecDeque<Pending>,
@@ -150,6 +167,8 @@ impl EchoTracker {
             line_no: 0,
             line_open: false,
             line_prompt: false,
+            bracketed_paste: false,
+            in_paste: false,
             resolving_line: None,
             resolving_no_echo: false,
             pending: VecDeque::new(),
@@ -157,9 +176,10 @@ impl EchoTracker {
         }
     }
 
-    /// Number of pieces still waiting for a decision.
+    /// Number of pieces still waiting for a decision, not counting those of a bracketed paste
+    /// that has not ended (the line editor echoes them only after its end mark).
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.iter().filter(|p| !p.in_paste).count()
     }
 
     /// Time at which the oldest pending piece times out, if any.
@@ -194,7 +214,15 @@ impl EchoTracker {
                 self.line_prompt = looks_like_secret_prompt(&self.line);
             }
             let piece = &bytes[range.clone()];
-            let ends_line = kind == PieceKind::Enter || piece == [0x03] || piece == [0x04];
+            let pasted = self.in_paste && piece != PASTE_END;
+            if piece == PASTE_START {
+                self.in_paste = self.bracketed_paste;
+            } else if piece == PASTE_END {
+                self.end_paste();
+            }
+            // A line break inside a paste is text for the line editor, not an Enter.
+            let ends_line =
+                (kind == PieceKind::Enter && !pasted) || piece == [0x03] || piece == [0x04];
             let text = if kind == PieceKind::Text {
                 String::from_utf8_lossy(piece).into_owned()
             } else {
@@ -210,6 +238,8 @@ impl EchoTracker {
                 time_us,
                 line_no: self.line_no,
                 prompt: self.line_prompt,
+                in_paste: pasted,
+                on_alt_screen: self.alt_screen,
                 text,
                 output_seen: false,
                 unechoed_newline: false,
@@ -371,9 +401,24 @@ impl EchoTracker {
                         self.alt_screen = fin == b'h';
                         self.line.clear();
                     }
+                    if params.split(|c| *c == b';').any(|p| p == b"2004") {
+                        self.bracketed_paste = fin == b'h';
+                        if !self.bracketed_paste {
+                            self.end_paste();
+                        }
+                    }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The paste ended (its end mark, or the remote side left bracketed paste mode): its pieces
+    /// may be echoed from now on.
+    fn end_paste(&mut self) {
+        self.in_paste = false;
+        for p in self.pending.iter_mut() {
+            p.in_paste = false;
         }
     }
 
@@ -413,17 +458,21 @@ impl EchoTracker {
                 PieceKind::Control if self.resolving_no_echo => Verdict::Redact,
                 PieceKind::Control => Verdict::Keep,
                 PieceKind::Text => {
+                    let timed_out = now_us.saturating_sub(front.time_us) >= self.timeout_us;
                     if self.resolving_no_echo {
+                        Verdict::Redact
+                    } else if front.in_paste && !timed_out {
+                        break;
+                    } else if front.in_paste {
+                        self.resolving_no_echo = true;
                         Verdict::Redact
                     } else if let Some(pos) = find_echo(&self.window, &front.text) {
                         self.window.drain(..pos);
                         self.window_line_start = self.window_line_start.saturating_sub(pos);
                         Verdict::Keep
-                    } else if self.alt_screen && front.output_seen {
+                    } else if (self.alt_screen || front.on_alt_screen) && front.output_seen {
                         Verdict::Keep
-                    } else if front.unechoed_newline
-                        || now_us.saturating_sub(front.time_us) >= self.timeout_us
-                    {
+                    } else if front.unechoed_newline || timed_out {
                         self.resolving_no_echo = true;
                         Verdict::Redact
                     } else {
@@ -441,6 +490,10 @@ impl EchoTracker {
         }
     }
 }
+
+/// The marks a terminal puts around pasted text in bracketed paste mode.
+const PASTE_START: &[u8] = b"\x1b[200~";
+const PASTE_END: &[u8] = b"\x1b[201~";
 
 /// Returns the byte offset just past the first occurrence of `text` in `window`.
 fn find_echo(window: &str, text: &str) -> Option<usize> {
@@ -718,6 +771,111 @@ mod tests {
     }
 
     #[test]
+    fn bracketed_paste_is_judged_from_its_end_mark_on() {
+        // Bash 5.2 shows a paste only after its end mark; the gateway holds each pasted line
+        // break until the pieces before it are decided, so they must not count as pending.
+        let mut t = EchoTracker::new();
+        t.on_output(0, b"\x1b[?2004hprompt$ ");
+        for (at, chunk) in [
+            (MS, &b"\x1b[200~echo one"[..]),
+            (2 * MS, b"\r"),
+            (3 * MS, b"echo two"),
+            (4 * MS, b"\r"),
+        ] {
+            t.on_input(at, chunk);
+            assert_eq!(t.pending(), 0, "{chunk:?} waits for an echo");
+        }
+        t.on_input(5 * MS, b"\x1b[201~");
+        assert_eq!(t.pending(), 5);
+        // The editor shows the paste; the line ends with the Enter typed after it, and a secret
+        // typed at a later no-echo prompt is still redacted.
+        let r = run(&[
+            Out(0, b"\x1b[?2004hprompt$ "),
+            In(MS, b"\x1b[200~echo one\recho two\r\x1b[201~"),
+            Out(
+                2 * MS,
+                b"\x1b[7mecho one\x1b[27m\r\n\r\x1b[7mecho two\x1b[27m\r\n\r",
+            ),
+            In(3 * MS, b"\r"),
+            Out(
+                4 * MS,
+                b"\r\n\x1b[?2004l\rone\r\ntwo\r\n\x1b[?2004hprompt$ ",
+            ),
+            In(5 * MS, b"read -s x"),
+            Out(6 * MS, b"read -s x"),
+            In(7 * MS, b"\r"),
+            Out(8 * MS, b"\r\n\x1b[?2004l\r"),
+            In(9 * MS, b"hunter2"),
+            In(10 * MS, b"\r"),
+            Out(11 * MS, b"\r\n\x1b[?2004hprompt$ "),
+        ]);
+        assert_eq!(
+            r,
+            vec![
+                keep("\x1b[200~"),
+                keep("echo one"),
+                keep("\r"),
+                keep("echo two"),
+                keep("\r"),
+                keep("\x1b[201~"),
+                keep("\r"),
+                keep("read -s x"),
+                keep("\r"),
+                redact("hunter2"),
+                keep("\r"),
+            ]
+        );
+    }
+
+    #[test]
+    fn paste_at_a_line_editor_that_does_not_echo_is_redacted() {
+        // `read -e -s`: readline asks for bracketed paste but shows nothing.
+        let r = run(&[
+            Out(0, b"\x1b[?2004l\r\x1b[?2004hcode "),
+            In(MS, b"\x1b[200~abc123\x1b[201~"),
+            In(2 * MS, b"\r"),
+            Out(3 * MS, b"\x1b[?2004l\r\r\n\x1b[?2004hprompt$ "),
+        ]);
+        assert_eq!(
+            r,
+            vec![
+                keep("\x1b[200~"),
+                redact("abc123"),
+                redact("\x1b[201~"),
+                keep("\r")
+            ]
+        );
+        // A paste that never ends still times out.
+        let r = run(&[
+            Out(0, b"\x1b[?2004hcode "),
+            In(MS, b"\x1b[200~abc123"),
+            Poll(MS + DEFAULT_TIMEOUT_US),
+        ]);
+        assert_eq!(r, vec![keep("\x1b[200~"), redact("abc123")]);
+    }
+
+    #[test]
+    fn paste_marks_count_only_where_the_remote_side_asked_for_them() {
+        // No bracketed paste mode (a program reading a password): the marks change nothing.
+        let r = run(&[
+            Out(0, b"Enter code "),
+            In(MS, b"\x1b[200~123456\x1b[201~"),
+            Poll(MS + DEFAULT_TIMEOUT_US),
+        ]);
+        assert_eq!(
+            r,
+            vec![keep("\x1b[200~"), redact("123456"), redact("\x1b[201~")]
+        );
+        // The mode switched off (a command started) ends an unfinished paste.
+        let mut t = EchoTracker::new();
+        t.on_output(0, b"\x1b[?2004h$ ");
+        t.on_input(MS, b"\x1b[200~ab");
+        assert_eq!(t.pending(), 0);
+        t.on_output(2 * MS, b"\x1b[?2004l\rEnter code ");
+        assert_eq!(t.pending(), 1);
+    }
+
+    #[test]
     fn echo_with_colours_and_cursor_moves_is_kept() {
         let r = run(&[
             Out(0, b"\x1b]0;title\x07\x1b[32m$\x1b[0m "),
@@ -806,6 +964,24 @@ mod tests {
             Out(5 * MS, b"s"),
         ]);
         assert_eq!(r, vec![keep("l"), keep("s")]);
+    }
+
+    #[test]
+    fn key_that_quits_a_pager_does_not_make_the_next_command_secret() {
+        // `q` in less draws nothing: it leaves the alternate screen and the shell prompts
+        // again. The command typed right after it (same input line, no Enter in between) must
+        // not wait behind `q` and inherit its "no echo" verdict.
+        let r = run(&[
+            Out(0, b"$ less notes\r\n\x1b[?1049h\x1b[Hline 1\r\n:"),
+            In(MS, b"G"),
+            Out(2 * MS, b"\x1b[H\x1b[2Jline 9\r\n(END)"),
+            In(3 * MS, b"q"),
+            Out(4 * MS, b"\r\x1b[K\x1b[?1049l$ "),
+            In(5 * MS, b"vi notes"),
+            Out(6 * MS, b"vi notes"),
+            In(7 * MS, b"\r"),
+        ]);
+        assert_eq!(r, vec![keep("G"), keep("q"), keep("vi notes"), keep("\r")]);
     }
 
     #[test]

@@ -222,6 +222,29 @@ fn ctrl_r_search_accepted() {
 }
 
 #[test]
+fn ctrl_r_search_drawn_over_the_prompt_without_erasing() {
+    // Bash 5.2's own bytes: the search display overwrites the prompt in place, so the line's
+    // start stays a valid position, now in the middle of `(reverse-i-search)`.
+    let mut s = Session::new(80, 24);
+    s.type_echoed("echo needle");
+    s.enter("needle\r\n");
+    s.type_echoed("ls /nonexistent-x");
+    s.enter("ls: cannot access '/nonexistent-x': No such file or directory\r\n");
+    s.take();
+    s.input(b"\x12");
+    s.out(b"\r(reverse-i-search)`': ");
+    s.input(b"ne");
+    s.out(b"\x08\x08\x08n': ls /nonexiste\x1b[7mn\x1b[27mt-x\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08e': ls /no\x1b[7mne\x1b[27mxistent-x\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08");
+    assert_eq!(s.t.pending_line().as_deref(), Some("ls /nonexistent-x"));
+    s.input(b"\r");
+    assert_eq!(s.take(), ["ls /nonexistent-x"]);
+    s.out(format!("\r\x1b[11P{PROMPT}ls /nonexistent-x\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\r\nls: cannot access\r\n{PROMPT}").as_bytes());
+    s.type_echoed("echo after");
+    s.enter("after\r\n");
+    assert_eq!(s.take(), ["echo after"]);
+}
+
+#[test]
 fn paste_of_two_lines() {
     let mut s = Session::new(80, 24);
     s.input(b"\x1b[200~echo one\recho two\r\x1b[201~");
@@ -239,6 +262,35 @@ fn paste_of_two_lines() {
     s.out(b"ee");
     s.enter("bee\r\n");
     assert_eq!(s.take(), ["echo bee"]);
+}
+
+#[test]
+fn bracketed_paste_shown_by_bash_only_after_its_end_mark() {
+    // Bash 5.2's own bytes. The gateway reads each pasted line before its line break reaches
+    // the shell, so every line comes from the keys alone; the Enter that finally runs the
+    // paste submits nothing more.
+    let mut s = Session::new(80, 24);
+    s.input(b"\x1b[200~echo one");
+    assert_eq!(s.t.pending_line().as_deref(), Some("echo one"));
+    s.input(b"\r");
+    s.input(b"echo two");
+    assert_eq!(s.t.pending_line().as_deref(), Some("echo two"));
+    s.input(b"\r\x1b[201~");
+    assert_eq!(s.take(), ["echo one", "echo two"]);
+    s.out(b"\x1b[7mecho one\x1b[27m\r\n\r\x1b[7mecho two\x1b[27m\r\n\r");
+    assert_eq!(s.t.pending_line().as_deref(), Some(""));
+    s.input(b"\r");
+    s.out(format!("\x1b[A\x1b[A\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[C\x1b[Cecho one\r\n\recho two\r\n\r\x1b[A\r\n\x1b[?2004l\rone\r\ntwo\r\n\x1b[?2004h{PROMPT}").as_bytes());
+    assert!(s.take().is_empty());
+
+    // Without a final line break the last line is completed by the Enter typed after it.
+    s.input(b"\x1b[200~echo a\r");
+    s.input(b"echo b\x1b[201~");
+    assert_eq!(s.take(), ["echo a"]);
+    s.out(b"\x1b[7mecho a\x1b[27m\r\n\r\x1b[7mecho b\x1b[27m");
+    assert_eq!(s.t.pending_line().as_deref(), Some("echo b"));
+    s.input(b"\r");
+    assert_eq!(s.take(), ["echo b"]);
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! - [`ssh_cmd`], [`sftp_cmd`], [`scp_cmd`], [`rsync_cmd`] and [`ssh_base_args`]: the stock
 //!   OpenSSH clients preconfigured for tests (no host-key prompts, no user config, no agent).
 //! - [`Askpass`]: non-interactive password login through `SSH_ASKPASS`.
+//! - [`Rsyslog`] and [`TestPki`]: a private rsyslogd receiving syslog over TCP and TLS (with
+//!   a throw-away certificate authority), for the SIEM delivery tests.
 //! - [`Pty`]: runs a program on a fresh pseudo-terminal so that tests can type, read, expect
 //!   output and resize the window like a person at a terminal would.
 //!
@@ -24,6 +26,7 @@ mod client;
 mod keys;
 mod net;
 mod pty;
+mod rsyslog;
 mod sshd;
 
 pub use client::{
@@ -33,4 +36,5 @@ pub use client::{
 pub use keys::{Keypair, SSH_KEYGEN};
 pub use net::{free_port, wait_for_port};
 pub use pty::Pty;
+pub use rsyslog::{RSYSLOGD, Rsyslog, TestPki};
 pub use sshd::{SFTP_SERVER, SSHD, Sshd, current_user};

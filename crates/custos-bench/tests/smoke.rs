@@ -1,0 +1,105 @@
+//! The harness still runs and writes a well-formed report. Sizes are tiny and nothing here
+//! looks at a time: figures from a debug build on a busy machine mean nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_custos-bench");
+
+/// Runs the harness with `args` plus tiny sizes, returns the report it wrote.
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out_path = dir.join(format!("{}.md", args[0]));
+    let out = Command::new(BIN)
+        .args(args)
+        .args([
+            "--quick",
+            "--runs",
+            "2",
+            "--passes",
+            "3",
+            "--extraction-mb",
+            "1",
+        ])
+        .args(["--size-mb", "1", "--out"])
+        .arg(&out_path)
+        .output()
+        .expect("the harness binary runs");
+    assert!(
+        out.status.success(),
+        "custos-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&out_path).expect("the report file was written")
+}
+
+/// Headings in order, and every table row closed with the same column count as its header.
+fn assert_well_formed(report: &str, sections: &[&str]) {
+    let mut at = 0;
+    for heading in ["# Custos benchmarks", "## Machine", "## Targets"]
+        .iter()
+        .chain(sections)
+        .chain(&["## Reproducing"])
+    {
+        let found = report[at..]
+            .find(heading)
+            .unwrap_or_else(|| panic!("{heading:?} missing or out of order in:\n{report}"));
+        at += found + heading.len();
+    }
+    let mut columns = None;
+    for line in report.lines() {
+        if !line.starts_with('|') {
+            columns = None;
+            continue;
+        }
+        assert!(line.ends_with('|'), "unclosed table row: {line}");
+        let n = line.matches('|').count();
+        assert_eq!(*columns.get_or_insert(n), n, "ragged table row: {line}");
+    }
+    assert!(!report.contains("NaN"), "a figure is missing:\n{report}");
+}
+
+#[test]
+fn rules_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["rules"]);
+    assert_well_formed(&report, &["## 1. Rules"]);
+    assert!(report.contains("| Commands per second |"), "{report}");
+    assert!(report.contains("commands/s on one core"), "{report}");
+}
+
+#[test]
+fn extraction_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["extraction"]);
+    assert_well_formed(&report, &["## 2. Extraction"]);
+    assert!(report.contains("| compiler log |"), "{report}");
+    assert!(report.contains("not measured"), "{report}");
+}
+
+/// The gateway binary built beside the harness, when there is one.
+fn gateway_binary() -> Option<PathBuf> {
+    let path = Path::new(BIN).with_file_name("custos");
+    path.is_file().then_some(path)
+}
+
+#[test]
+fn setup_report() {
+    let Some(gateway) = gateway_binary() else {
+        eprintln!("skipped: no custos binary beside {BIN} (cargo build -p custos)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(
+        dir.path(),
+        &["setup", "--custos", gateway.to_str().expect("UTF-8 path")],
+    );
+    assert_well_formed(&report, &["## 3. Throughput and set-up"]);
+    for way in [
+        "| direct ssh |",
+        "| ssh -J (OpenSSH bastion) |",
+        "| Custos gateway |",
+    ] {
+        assert!(report.contains(way), "{way} missing:\n{report}");
+    }
+    assert!(report.contains("| Custos set-up time |"), "{report}");
+}
