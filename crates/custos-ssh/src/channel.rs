@@ -239,6 +239,10 @@ pub(crate) async fn run_session_channel(
             session
                 .commands
                 .command(ch, session.now_us(), "exec", text.clone(), None);
+            session.audit(custos_audit::EventKind::Exec {
+                position: crate::audit::position(ch, session.now_us()),
+                command_line: text.clone(),
+            });
             let event = custos_rules::Event::Exec {
                 command: text.clone(),
             };
@@ -332,6 +336,13 @@ enum Audit {
 }
 
 impl Audit {
+    fn protocol(&self) -> &'static str {
+        match self {
+            Audit::Sftp(_) => "sftp",
+            Audit::Scp(_) => "scp",
+        }
+    }
+
     fn client(&mut self, d: &[u8]) -> Vec<FileOp> {
         match self {
             Audit::Sftp(a) => a.client_bytes(d),
@@ -376,6 +387,7 @@ async fn record_ops(
     shared: &ConnShared,
     session: &LiveSession,
     ch: u32,
+    protocol: &str,
     ops: Vec<FileOp>,
 ) -> Option<String> {
     let mut refusal = None;
@@ -421,6 +433,19 @@ async fn record_ops(
         session
             .commands
             .command(ch, session.now_us(), "file", text, None);
+        session.audit(custos_audit::EventKind::FileTransfer {
+            position: crate::audit::position(ch, session.now_us()),
+            protocol: protocol.to_string(),
+            operation: op.op.to_string(),
+            path: op.path.clone(),
+            new_path: op.target_path.clone(),
+            bytes: (op.bytes > 0).then_some(op.bytes),
+            outcome: if op.status == "ok" {
+                custos_audit::Outcome::Success
+            } else {
+                custos_audit::Outcome::Failure
+            },
+        });
         info!(session = %session.id, op = op.op, path = %op.path, to = op.target_path.as_deref().unwrap_or(""), bytes = op.bytes, status = %op.status, "file transfer");
         session
             .record(
@@ -481,6 +506,7 @@ async fn pump(
         tracker,
         terminal,
     } = taps;
+    let a_protocol = audit.map(|a| lock(a).protocol()).unwrap_or("");
     let mut notices = session.notices();
     let mut scan = OutputScan::default();
     let handle = shared.handle.get();
@@ -501,7 +527,7 @@ async fn pump(
                         session.touch();
                         if let Some(a) = audit {
                             let ops = lock(a).client(&data);
-                            if let Some(msg) = record_ops(shared, session, ch, ops).await {
+                            if let Some(msg) = record_ops(shared, session, ch, a_protocol, ops).await {
                                 tell(uwrite, &msg).await;
                                 break;
                             }
@@ -566,7 +592,7 @@ async fn pump(
                         }
                         if let Some(a) = audit {
                             let ops = lock(a).server(&d);
-                            if let Some(msg) = record_ops(shared, session, ch, ops).await {
+                            if let Some(msg) = record_ops(shared, session, ch, a_protocol, ops).await {
                                 tell(uwrite, &msg).await;
                                 break;
                             }
@@ -674,7 +700,7 @@ async fn pump(
     }
     if let Some(a) = audit {
         let ops = lock(a).finish();
-        record_ops(shared, session, ch, ops).await;
+        record_ops(shared, session, ch, a_protocol, ops).await;
     }
     session.record(ch, EventKind::ChannelClose).await;
     let _ = uwrite.eof().await;
@@ -731,7 +757,16 @@ pub(crate) async fn run_forward_channel(
         let verdict = crate::enforce::check(&shared, &session, ch, "forward", &text, event).await;
         refused_by_rule = settle(&shared, &session, ch, None, verdict).await;
     }
-    if !session.record(ch, ev).await || !allowed || refused_by_rule.is_some() {
+    let recorded = session.record(ch, ev).await;
+    session.audit(custos_audit::EventKind::PortForward {
+        position: Some(crate::audit::position(ch, session.now_us())),
+        direction: custos_audit::ForwardDirection::Local,
+        host: host.clone(),
+        port,
+        originator: Some(format!("{originator}:{originator_port}")),
+        allowed: recorded && allowed && refused_by_rule.is_none(),
+    });
+    if !recorded || !allowed || refused_by_rule.is_some() {
         warn!(session = %session.id, host, port, "port forward refused by policy");
         return reply
             .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
@@ -954,7 +989,12 @@ fn log_commands(session: &LiveSession, ch: u32, events: Vec<CommandEvent>) {
                 info!(session = %session.id, command = %text, "command");
                 session
                     .commands
-                    .command(ch, session.now_us(), "shell", text, cwd);
+                    .command(ch, session.now_us(), "shell", text.clone(), cwd.clone());
+                session.audit(custos_audit::EventKind::Command {
+                    position: crate::audit::position(ch, session.now_us()),
+                    command_line: text,
+                    working_directory: cwd,
+                });
             }
             CommandEvent::Finished {
                 exit_status: Some(code),
@@ -1119,7 +1159,14 @@ async fn forward_input(
                     let _ = t.input(now, b"\x03");
                     t.secret = false;
                 }
-                session.commands.command(ch, now, "shell", stored, None);
+                session
+                    .commands
+                    .command(ch, now, "shell", stored.clone(), None);
+                session.audit(custos_audit::EventKind::Command {
+                    position: crate::audit::position(ch, now),
+                    command_line: stored,
+                    working_directory: None,
+                });
                 session.record(ch, EventKind::Note(msg.clone())).await;
                 // Ctrl-C: the shell drops the line, and the terminal discards input typed ahead
                 // while a command was running (which a line-kill would not reach). It also

@@ -33,6 +33,8 @@ pub(crate) struct Held {
     /// The alert a moderator approves or denies.
     pub alert: i64,
     why: String,
+    rule: custos_audit::RuleRef,
+    matched: custos_audit::Match,
 }
 
 impl Held {
@@ -111,7 +113,30 @@ pub(crate) async fn check(
     let offset_us = session.now_us();
     let deciding = decision.matches.iter().position(|m| m.action == action);
     let mut held = None;
+    let pos = crate::audit::position(channel, offset_us);
     for (i, m) in decision.matches.iter().enumerate() {
+        let rule = crate::audit::rule(m);
+        let matched = crate::audit::matched(kind, text, Some(pos));
+        session.audit(match (Some(i) == deciding, m.action) {
+            (true, Action::Hold) => custos_audit::EventKind::Hold {
+                rule,
+                matched,
+                state: custos_audit::HoldState::Requested,
+                by: None,
+                note: None,
+            },
+            (true, Action::Terminate) => custos_audit::EventKind::Terminate {
+                reason: format!("terminated by rule {} — {}", m.id, m.description),
+                by: custos_audit::Initiator::Rule(rule),
+            },
+            (true, Action::Lock) => custos_audit::EventKind::Lock {
+                account: session.user.to_string(),
+                reason: format!("locked by rule {} — {}", m.id, m.description),
+                by: custos_audit::Initiator::Rule(rule),
+            },
+            (_, Action::Block) => custos_audit::EventKind::Block { rule, matched },
+            _ => custos_audit::EventKind::Alert { rule, matched },
+        });
         warn!(session = %session.id, user = %session.user, target = %session.target.name, rule = %m.id, severity = %m.severity, action = %m.action, event = kind, text, "rule matched");
         session
             .record(
@@ -156,7 +181,12 @@ pub(crate) async fn check(
         Action::Alert => Verdict::Allow,
         Action::Block => Verdict::Refuse(format!("blocked by {why}")),
         Action::Hold => match held {
-            Some(alert) => Verdict::Hold(Held { alert, why }),
+            Some(alert) => Verdict::Hold(Held {
+                alert,
+                why,
+                rule: crate::audit::rule(rule),
+                matched: crate::audit::matched(kind, text, Some(pos)),
+            }),
             None => Verdict::Refuse(format!("held by {why}")),
         },
         Action::Terminate => {
@@ -233,6 +263,13 @@ pub(crate) async fn await_hold(
         ),
     };
     info!(session = %session.id, alert = held.alert, decision = state, by = by.as_deref().unwrap_or(""), "hold decided");
+    session.audit(custos_audit::EventKind::Hold {
+        rule: held.rule.clone(),
+        matched: held.matched.clone(),
+        state: hold_state(state),
+        by: by.clone(),
+        note: note.clone(),
+    });
     if let Err(e) = shared
         .ctx
         .store
@@ -252,6 +289,15 @@ pub(crate) async fn await_hold(
         )
         .await;
     result
+}
+
+fn hold_state(state: &str) -> custos_audit::HoldState {
+    match state {
+        "approved" => custos_audit::HoldState::Approved,
+        "denied" => custos_audit::HoldState::Denied,
+        "timed_out" => custos_audit::HoldState::TimedOut,
+        _ => custos_audit::HoldState::Withdrawn,
+    }
 }
 
 /// Checks terminal output against the output rules. Returns the message to show instead of
@@ -317,7 +363,37 @@ pub(crate) async fn check_session_start(
     let text = format!("{user} -> {} from {}", target.name, peer.ip());
     let deciding = decision.matches.iter().position(|m| m.action == action)?;
     let mut held = None;
+    let event = |kind| {
+        custos_audit::AuditEvent::new(kind)
+            .user(user.as_str())
+            .source(peer)
+            .session(id)
+            .target(crate::audit::target(target))
+    };
     for (i, m) in decision.matches.iter().enumerate() {
+        let rule = crate::audit::rule(m);
+        let matched = crate::audit::matched("session", &text, None);
+        crate::audit::emit(
+            &shared.ctx,
+            event(match (i == deciding, m.action) {
+                (true, Action::Hold) => custos_audit::EventKind::Hold {
+                    rule,
+                    matched,
+                    state: custos_audit::HoldState::Requested,
+                    by: None,
+                    note: None,
+                },
+                (true, Action::Block | Action::Terminate) => {
+                    custos_audit::EventKind::Block { rule, matched }
+                }
+                (true, Action::Lock) => custos_audit::EventKind::Lock {
+                    account: user.to_string(),
+                    reason: format!("locked by rule {} — {}", m.id, m.description),
+                    by: custos_audit::Initiator::Rule(rule),
+                },
+                _ => custos_audit::EventKind::Alert { rule, matched },
+            }),
+        );
         warn!(session = %id, user = %user, target = %target.name, rule = %m.id, severity = %m.severity, action = %m.action, event = "session", "rule matched");
         let mut row = alert_row(id, user, &target.name, (0, 0), "session", &text, m);
         if action == Action::Hold && i == deciding {
@@ -343,7 +419,12 @@ pub(crate) async fn check_session_start(
                 return Some(format!("held by {why}"));
             };
             let timeout = shared.ctx.config.hold_timeout;
-            let h = Held { alert, why };
+            let h = Held {
+                alert,
+                why,
+                rule: crate::audit::rule(rule),
+                matched: crate::audit::matched("session", &text, None),
+            };
             if let Some(w) = tell {
                 let line = format!("custos: {}\r\n", h.message(timeout.as_secs()));
                 let _ = w.extended_data_bytes(1, bytes::Bytes::from(line)).await;
@@ -370,6 +451,16 @@ pub(crate) async fn check_session_start(
                 ),
             };
             info!(session = %id, alert, decision = state, "session start hold decided");
+            crate::audit::emit(
+                &shared.ctx,
+                event(custos_audit::EventKind::Hold {
+                    rule: crate::audit::rule(rule),
+                    matched: crate::audit::matched("session", &text, None),
+                    state: hold_state(state),
+                    by: by.clone(),
+                    note: note.clone(),
+                }),
+            );
             if let Err(e) = shared
                 .ctx
                 .store

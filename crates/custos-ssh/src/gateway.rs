@@ -58,6 +58,7 @@ pub(crate) struct Ctx {
     pub config: GatewayConfig,
     pub limiter: Mutex<AuthLimiter>,
     pub live: LiveRegistry,
+    pub audit: custos_audit::AuditLog,
 }
 
 /// The ruleset in force, replaceable while the gateway runs (a reload swaps it whole; sessions
@@ -93,6 +94,7 @@ impl Gateway {
         rules: Arc<custos_rules::Ruleset>,
         host_key: PrivateKey,
         config: GatewayConfig,
+        audit: custos_audit::AuditLog,
     ) -> Gateway {
         let limiter = Mutex::new(AuthLimiter::new(config.auth_limits.clone()));
         Gateway {
@@ -103,6 +105,7 @@ impl Gateway {
                 config,
                 limiter,
                 live: LiveRegistry::default(),
+                audit,
             }),
             host_key,
         }
@@ -311,7 +314,18 @@ impl ConnShared {
         if let Some(key) = &connected.key_to_pin {
             match store.pin_host_key(&tname, key).await {
                 Ok(_) => {
-                    info!(target, fingerprint = %target::fingerprint(key), "pinned host key on first use")
+                    info!(target, fingerprint = %target::fingerprint(key), "pinned host key on first use");
+                    crate::audit::emit(
+                        &self.ctx,
+                        custos_audit::AuditEvent::new(custos_audit::EventKind::AdminChange {
+                            object: custos_audit::AdminObject::TargetHostKey,
+                            operation: custos_audit::AdminOperation::Create,
+                            name: target.to_string(),
+                            fields: vec!["host_key".into()],
+                        })
+                        .user("gateway")
+                        .source(self.peer),
+                    );
                 }
                 Err(e) => {
                     connected.conn.disconnect().await;
@@ -354,8 +368,17 @@ impl ConnShared {
             record.name.clone(),
         );
         let session = Arc::new(
-            LiveSession::new(id, user.clone(), record, connected.conn, recorder, commands)
-                .with_limits(limits),
+            LiveSession::new(
+                id,
+                user.clone(),
+                self.peer,
+                record,
+                connected.conn,
+                recorder,
+                commands,
+            )
+            .with_limits(limits)
+            .with_audit(self.ctx.audit.clone()),
         );
         let row = session.record_row(&self.peer.to_string(), &rel);
         if let Err(e) = store.create_session(&row).await {
@@ -368,6 +391,9 @@ impl ConnShared {
         }
         self.ctx.live.insert(session.clone());
         info!(session = %id, user = %user, target, login = %row.login, peer = %self.peer, "session started");
+        session.audit(custos_audit::EventKind::SessionStart {
+            recording: Some(rel.clone()),
+        });
         spawn_stop_watch(self.clone(), session.clone());
         if !limits.is_none() {
             spawn_limit_watch(&session);
@@ -415,6 +441,18 @@ impl ConnShared {
         }
         self.ctx.live.remove(&session.id);
         info!(session = %session.id, user = %session.user, target = %session.target.name, reason = %reason_text, bytes_in = bi, bytes_out = bo, "session ended");
+        if let EndReason::RecordingFailed(e) = &reason {
+            session.audit(custos_audit::EventKind::SessionInterrupted {
+                reason: format!("recording failed: {e}"),
+            });
+        }
+        session.audit(custos_audit::EventKind::SessionEnd {
+            reason: reason_text.clone(),
+            exit_status: session.exit_status(),
+            bytes_in: bi,
+            bytes_out: bo,
+            duration: Some(std::time::Duration::from_micros(session.now_us())),
+        });
     }
 }
 
@@ -487,6 +525,10 @@ fn spawn_limit_watch(session: &Arc<LiveSession>) {
                     info!(session = %s.id, user = %s.user, "{why}; ending the session");
                     s.record(0, custos_recording::EventKind::Note(why.clone()))
                         .await;
+                    s.audit(custos_audit::EventKind::Terminate {
+                        reason: why.clone(),
+                        by: custos_audit::Initiator::System,
+                    });
                     s.request_stop(EndReason::Limit(why));
                     return;
                 }
@@ -516,6 +558,10 @@ fn spawn_limit_watch(session: &Arc<LiveSession>) {
                     info!(session = %s.id, user = %s.user, "{why}; ending the session");
                     s.record(0, custos_recording::EventKind::Note(why.clone()))
                         .await;
+                    s.audit(custos_audit::EventKind::Terminate {
+                        reason: why.clone(),
+                        by: custos_audit::Initiator::System,
+                    });
                     s.request_stop(EndReason::Limit(why));
                     return;
                 }
@@ -612,6 +658,13 @@ impl Conn {
                     Blocked::User => "user name",
                 };
                 warn!(user, peer = %self.shared.peer, "authentication refused: too many recent failures for this {what}");
+                crate::audit::auth_failure(
+                    self.ctx(),
+                    user,
+                    self.shared.peer,
+                    "none",
+                    &format!("too many recent failures for this {what}"),
+                );
                 true
             }
         }
@@ -619,6 +672,7 @@ impl Conn {
 
     fn failed(&self, user: &str, method: &str, why: &str) {
         warn!(user, peer = %self.shared.peer, method, reason = why, "authentication failed");
+        crate::audit::auth_failure(self.ctx(), user, self.shared.peer, method, why);
         self.ctx()
             .limiter
             .lock()
@@ -632,7 +686,13 @@ impl Conn {
     }
 
     /// Completes a successful authentication.
-    fn accept(&self, user: UserRecord, target: Option<&str>, method: &str) -> Auth {
+    fn accept(
+        &self,
+        user: UserRecord,
+        target: Option<&str>,
+        method: &str,
+        key_fingerprint: Option<&str>,
+    ) -> Auth {
         self.ctx()
             .limiter
             .lock()
@@ -643,10 +703,26 @@ impl Conn {
             .map(|r| format!("access refused: {r}"));
         match &refusal {
             Some(r) => {
-                warn!(user = %user.name, peer = %self.shared.peer, method, reason = %r, "authenticated, but the account may not log in")
+                warn!(user = %user.name, peer = %self.shared.peer, method, reason = %r, "authenticated, but the account may not log in");
+                crate::audit::auth_failure(
+                    self.ctx(),
+                    user.name.as_str(),
+                    self.shared.peer,
+                    method,
+                    r,
+                );
             }
             None => {
-                info!(user = %user.name, peer = %self.shared.peer, method, target = target.unwrap_or("(menu)"), "authenticated")
+                info!(user = %user.name, peer = %self.shared.peer, method, target = target.unwrap_or("(menu)"), "authenticated");
+                crate::audit::emit(
+                    self.ctx(),
+                    custos_audit::AuditEvent::new(custos_audit::EventKind::AuthSuccess {
+                        method: crate::audit::auth_method(method),
+                        key_fingerprint: key_fingerprint.map(str::to_string),
+                    })
+                    .user(user.name.as_str())
+                    .source(self.shared.peer),
+                );
             }
         }
         let must_change_password = method == "password" && user.password_one_time;
@@ -697,7 +773,7 @@ impl russh::server::Handler for Conn {
             return Ok(Auth::reject());
         }
         match self.load_user(name).await {
-            Some(u) => Ok(self.accept(u, target, "password")),
+            Some(u) => Ok(self.accept(u, target, "password", None)),
             None => {
                 self.failed(name, "password", "unknown user");
                 Ok(Auth::reject())
@@ -718,7 +794,22 @@ impl russh::server::Handler for Conn {
             Some(u) if u.ssh_keys.iter().any(|k| keys_match(offer.public_key, k)) => {
                 Ok(Auth::Accept)
             }
-            _ => Ok(Auth::reject()),
+            _ => {
+                // Not counted against the rate limits (clients offer every key they hold),
+                // but audited: a key probe is a failed login attempt.
+                let fp = offer
+                    .public_key
+                    .fingerprint(russh::keys::HashAlg::Sha256)
+                    .to_string();
+                crate::audit::auth_failure(
+                    self.ctx(),
+                    name,
+                    self.shared.peer,
+                    "publickey",
+                    &format!("key {fp} not registered for this user"),
+                );
+                Ok(Auth::reject())
+            }
         }
     }
 
@@ -733,7 +824,11 @@ impl russh::server::Handler for Conn {
         }
         match self.load_user(name).await {
             Some(u) if u.ssh_keys.iter().any(|k| keys_match(key.public_key, k)) => {
-                Ok(self.accept(u, target, "publickey"))
+                let fp = key
+                    .public_key
+                    .fingerprint(russh::keys::HashAlg::Sha256)
+                    .to_string();
+                Ok(self.accept(u, target, "publickey", Some(&fp)))
             }
             _ => {
                 self.failed(name, "publickey", "key not registered for this user");

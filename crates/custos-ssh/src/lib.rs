@@ -5,6 +5,7 @@
 //! russh types stop at this crate's boundary: callers see [`Gateway`], [`GatewayConfig`] and
 //! plain domain types.
 
+mod audit;
 mod channel;
 mod commands;
 mod enforce;

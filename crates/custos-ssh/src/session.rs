@@ -15,6 +15,8 @@ use crate::target::TargetConn;
 pub struct LiveSession {
     pub id: Id,
     pub user: Name,
+    /// The user's address.
+    pub source: std::net::SocketAddr,
     pub target: TargetRecord,
     pub conn: TargetConn,
     pub recorder: RecorderHandle,
@@ -32,12 +34,15 @@ pub struct LiveSession {
     last_activity_us: AtomicU64,
     /// Messages for the user's terminals (limit warnings, hold outcomes).
     notices: broadcast::Sender<Arc<str>>,
+    /// Where the session's audit events go.
+    audit: Option<custos_audit::AuditLog>,
 }
 
 impl LiveSession {
     pub fn new(
         id: Id,
         user: Name,
+        source: std::net::SocketAddr,
         target: TargetRecord,
         conn: TargetConn,
         recorder: RecorderHandle,
@@ -46,6 +51,7 @@ impl LiveSession {
         LiveSession {
             id,
             user,
+            source,
             target,
             conn,
             recorder,
@@ -58,6 +64,22 @@ impl LiveSession {
             limits: SessionLimits::default(),
             last_activity_us: AtomicU64::new(0),
             notices: broadcast::channel(16).0,
+            audit: None,
+        }
+    }
+
+    /// Sends the session's audit events to `log` (before it is shared).
+    pub fn with_audit(mut self, log: custos_audit::AuditLog) -> LiveSession {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Raises an audit event about this session (never waits).
+    pub fn audit(&self, kind: custos_audit::EventKind) {
+        if let Some(log) = &self.audit
+            && let Err(e) = log.emit(crate::audit::in_session(self, kind))
+        {
+            tracing::warn!(session = %self.id, error = %e, "an audit event could not be queued");
         }
     }
 
@@ -213,6 +235,19 @@ impl LiveRegistry {
                 target: s.target.name.clone(),
             })
             .collect()
+    }
+
+    /// Ends a live session with a reason shown to its user; returns who and where it was, or
+    /// `None` if no such session is live.
+    pub fn kill_info(&self, id: &Id, reason: &str) -> Option<LiveSessionInfo> {
+        let g = self.lock();
+        let s = g.get(id)?;
+        s.request_stop(EndReason::Killed(reason.to_string()));
+        Some(LiveSessionInfo {
+            id: s.id,
+            user: s.user.clone(),
+            target: s.target.name.clone(),
+        })
     }
 
     /// Ends a live session with a reason shown to its user. Returns false if no such session.

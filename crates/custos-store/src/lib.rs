@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod audit;
 mod error;
 mod keys;
 pub mod password;
@@ -23,6 +24,9 @@ mod sqlite;
 mod store;
 mod vault;
 
+pub use audit::{
+    AuditAppend, AuditFilter, AuditHead, AuditRow, AuditStore, CheckpointRow, SinkCursor,
+};
 pub use error::{BoxError, StoreError};
 pub use store::{AlertFilter, CommandFilter, NewUser, SessionFilter, Store, severity_rank};
 pub use vault::Vault;

@@ -25,7 +25,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_commands.sql")),
     (3, include_str!("../migrations/sqlite/0003_alerts.sql")),
-    (4, include_str!("../migrations/sqlite/0004_holds_and_limits.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_holds_and_limits.sql"),
+    ),
+    (5, include_str!("../migrations/sqlite/0005_audit.sql")),
 ];
 
 const MAX_CONNECTIONS: u32 = 4;

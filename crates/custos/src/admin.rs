@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use custos_audit::{AdminObject, AdminOperation};
 use custos_core::{Name, Secret, SessionLimits, TargetKind, TargetRecord};
 use custos_store::{NewUser, password};
 use std::collections::BTreeMap;
@@ -177,6 +178,7 @@ pub fn fmt_time(t: &time::OffsetDateTime) -> String {
 pub async fn user(data: &Path, cmd: UserCmd) -> Result<i32> {
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
+    let audit = crate::audit::Auditor::open(&dd).await?;
     match cmd {
         UserCmd::Add {
             name: n,
@@ -211,7 +213,18 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<i32> {
             if u.ssh_keys.is_empty() && u.password_hash.is_none() {
                 eprintln!("custos: note: {n} has no key and no password yet, so cannot log in");
             }
+            let mut fields = vec!["name"];
+            if !u.ssh_keys.is_empty() {
+                fields.push("ssh_keys");
+            }
+            if u.password_hash.is_some() {
+                fields.push("password");
+            }
+            if u.expires.is_some() {
+                fields.push("expires");
+            }
             store.add_user(u).await?;
+            audit.admin(AdminObject::User, AdminOperation::Create, &n, &fields);
             println!("added user {n}");
         }
         UserCmd::List { json } => {
@@ -257,10 +270,18 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<i32> {
         UserCmd::Lock { name: n } => {
             let user = name(&n)?;
             store.set_locked(&user, true).await?;
+            audit.emit(custos_audit::AuditEvent::new(
+                custos_audit::EventKind::Lock {
+                    account: n.clone(),
+                    reason: "locked by an administrator".into(),
+                    by: custos_audit::Initiator::Admin(crate::audit::operator()),
+                },
+            ));
             println!("locked user {n}");
             let req = crate::control::Request::KillUser {
                 user,
                 reason: "account locked by an administrator".into(),
+                by: Some(crate::audit::operator()),
             };
             match crate::control::request(data, &req).await? {
                 Some(r) if r.ok => println!("ended {} live session(s) of {n}", r.ended),
@@ -273,24 +294,39 @@ pub async fn user(data: &Path, cmd: UserCmd) -> Result<i32> {
         }
         UserCmd::Unlock { name: n } => {
             store.set_locked(&name(&n)?, false).await?;
+            audit.emit(custos_audit::AuditEvent::new(
+                custos_audit::EventKind::Unlock {
+                    account: n.clone(),
+                    by: custos_audit::Initiator::Admin(crate::audit::operator()),
+                },
+            ));
             println!("unlocked user {n}");
         }
         UserCmd::Remove { name: n } => {
             store.remove_user(&name(&n)?).await?;
+            audit.admin(AdminObject::User, AdminOperation::Delete, &n, &[]);
             println!("removed user {n}");
         }
         UserCmd::Passwd { name: n } => {
             let h = password::hash(&read_stdin_secret("password")?)?;
             store.set_password(&name(&n)?, Some(&h), false).await?;
+            audit.admin(
+                AdminObject::UserPassword,
+                AdminOperation::Update,
+                &n,
+                &["password"],
+            );
             println!("password of {n} changed");
         }
     }
+    audit.close().await?;
     Ok(0)
 }
 
 pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
+    let audit = crate::audit::Auditor::open(&dd).await?;
     match cmd {
         TargetCmd::Add(a) => {
             let mut labels = BTreeMap::new();
@@ -356,7 +392,18 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
                 limits: a.limits.apply(SessionLimits::default())?,
                 created: time::OffsetDateTime::now_utc(),
             };
+            let with_credential = credential.is_some();
             store.add_target(rec, credential).await?;
+            let mut fields = vec!["kind", "labels", "host_key", "limits"];
+            if with_credential {
+                fields.push("credential");
+            }
+            audit.admin(
+                AdminObject::Target,
+                AdminOperation::Create,
+                &a.name,
+                &fields,
+            );
             println!("added target {}", a.name);
         }
         TargetCmd::List { json } => {
@@ -403,6 +450,7 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
         }
         TargetCmd::Remove { name: n } => {
             store.remove_target(&name(&n)?).await?;
+            audit.admin(AdminObject::Target, AdminOperation::Delete, &n, &[]);
             println!("removed target {n}");
         }
         TargetCmd::Limits { name: n, limits } => {
@@ -417,9 +465,11 @@ pub async fn target(data: &Path, cmd: TargetCmd) -> Result<i32> {
             }
             let new = limits.apply(current.limits)?;
             store.set_target_limits(&tn, new).await?;
+            audit.admin(AdminObject::Target, AdminOperation::Update, &n, &["limits"]);
             println!("target {n}: {new} (applies to sessions that start from now on)");
         }
     }
+    audit.close().await?;
     Ok(0)
 }
 
@@ -432,9 +482,12 @@ pub async fn grant(
 ) -> Result<i32> {
     let dd = DataDir::open(data)?;
     let store = dd.store().await?;
+    let audit = crate::audit::Auditor::open(&dd).await?;
+    let pair = format!("{user} -> {target}");
     if grant {
         let (u, t) = (name(user)?, name(target)?);
         store.grant(&u, &t).await?;
+        audit.admin(AdminObject::Grant, AdminOperation::Create, &pair, &[]);
         if limits.given() {
             let current = store
                 .grant_of(&u, &t)
@@ -443,13 +496,21 @@ pub async fn grant(
                 .unwrap_or_default();
             let new = limits.apply(current)?;
             store.set_grant_limits(&u, &t, new).await?;
+            audit.admin(
+                AdminObject::Grant,
+                AdminOperation::Update,
+                &pair,
+                &["limits"],
+            );
             println!("granted {user} access to {target} ({new})");
         } else {
             println!("granted {user} access to {target}");
         }
     } else {
         store.revoke(&name(user)?, &name(target)?).await?;
+        audit.admin(AdminObject::Grant, AdminOperation::Delete, &pair, &[]);
         println!("revoked {user}'s access to {target}");
     }
+    audit.close().await?;
     Ok(0)
 }

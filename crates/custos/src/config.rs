@@ -19,6 +19,29 @@ pub struct Config {
     pub store: StoreSection,
     #[serde(default)]
     pub rules: RulesSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// SIEM sinks (`[[sinks]]` tables), any number.
+    #[serde(default)]
+    pub sinks: Vec<custos_sinks::SinkConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Sign a checkpoint of the audit chain after this many events…
+    pub checkpoint_every: u64,
+    /// … or this many seconds after the oldest unsigned event.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -153,6 +176,43 @@ vault_key = "keys/vault.key"
 # A request held by a `hold` rule waits this long for `custos alerts approve|deny`, then is
 # denied.
 hold_timeout_secs = 300
+
+[audit]
+# Every security event is appended to a hash-chained log in the database; a checkpoint signed
+# with keys/audit-signing seals the chain after this many events, or this many seconds after
+# the oldest unsigned one (docs/audit-events.md; `custos audit verify`).
+checkpoint_every = 1000
+checkpoint_interval_secs = 60
+
+# SIEM sinks: any number of [[sinks]] tables. Each keeps its own delivery cursor, so a receiver
+# that is down gets every event once it is back (`custos sinks status`). Examples:
+#
+# [[sinks]]
+# name = "soc-syslog"
+# type = "syslog"                 # syslog | webhook | splunk_hec | file
+# transport = "tls"               # udp | tcp | tls
+# address = "siem.example.com:6514"
+# format = "cef"                  # json | cef | leef
+# ca_file = "keys/siem-ca.pem"    # default: the system CA bundle
+#
+# [[sinks]]
+# name = "hooks"
+# type = "webhook"
+# url = "https://hooks.example.com/custos"
+# secret_file = "keys/webhook.secret"   # HMAC-SHA256 key; header X-Custos-Signature
+#
+# [[sinks]]
+# name = "splunk"
+# type = "splunk_hec"
+# url = "https://splunk.example.com:8088/services/collector/event"
+# token_file = "keys/hec.token"
+#
+# [[sinks]]
+# name = "archive"
+# type = "file"
+# path = "audit/custos-audit.jsonl"
+# max_bytes = 104857600
+# keep = 10
 "#;
 
 #[cfg(test)]

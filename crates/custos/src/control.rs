@@ -52,9 +52,20 @@ const MAX_FRAME: u32 = 64 * 1024 * 1024;
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// End one live session.
-    Kill { session: Id, reason: String },
+    Kill {
+        session: Id,
+        reason: String,
+        /// Who asks (recorded in the audit trail).
+        #[serde(default)]
+        by: Option<String>,
+    },
     /// End every live session of a user.
-    KillUser { user: Name, reason: String },
+    KillUser {
+        user: Name,
+        reason: String,
+        #[serde(default)]
+        by: Option<String>,
+    },
     /// The ids of the live sessions.
     Live,
     /// Approve or deny a request a `hold` rule parked (by its alert id).
@@ -66,7 +77,11 @@ pub enum Request {
         note: Option<String>,
     },
     /// Mirror a live session read-only: an accepted reply is followed by watch frames.
-    Watch { session: Id },
+    Watch {
+        session: Id,
+        #[serde(default)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -107,21 +122,40 @@ pub async fn bind(data: &Path) -> Result<UnixListener> {
 }
 
 /// Answers admin requests until the listener is dropped.
-pub async fn serve(listener: UnixListener, live: LiveRegistry) {
+pub async fn serve(listener: UnixListener, live: LiveRegistry, audit: custos_audit::AuditLog) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let live = live.clone();
+        let audit = audit.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &live).await {
+            if let Err(e) = answer(stream, &live, &audit).await {
                 warn!(error = %e, "admin socket request failed");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, live: &LiveRegistry) -> Result<()> {
+/// Who is on the other end of the socket: the name the command line sent, else the uid.
+fn requester(by: &Option<String>, admin: Option<tokio::net::unix::UCred>) -> String {
+    by.clone().unwrap_or_else(|| match admin {
+        Some(c) => format!("uid {}", c.uid()),
+        None => "unknown".into(),
+    })
+}
+
+fn emit(audit: &custos_audit::AuditLog, ev: custos_audit::AuditEvent) {
+    if let Err(e) = audit.emit(ev) {
+        warn!(error = %e, "an audit event could not be queued");
+    }
+}
+
+async fn answer(
+    stream: UnixStream,
+    live: &LiveRegistry,
+    audit: &custos_audit::AuditLog,
+) -> Result<()> {
     let admin = stream.peer_cred().ok();
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
@@ -133,9 +167,24 @@ async fn answer(stream: UnixStream, live: &LiveRegistry) -> Result<()> {
             error: Some(format!("bad request: {e}")),
             ..Default::default()
         },
-        Ok(Request::Kill { session, reason }) => {
-            if live.kill(&session, &reason) {
-                info!(session = %session, reason = %reason, "session killed by an administrator");
+        Ok(Request::Kill {
+            session,
+            reason,
+            by,
+        }) => {
+            let who = requester(&by, admin);
+            if let Some(info) = live.kill_info(&session, &reason) {
+                info!(session = %session, reason = %reason, by = %who, "session killed by an administrator");
+                emit(
+                    audit,
+                    custos_audit::AuditEvent::new(custos_audit::EventKind::Terminate {
+                        reason: reason.clone(),
+                        by: custos_audit::Initiator::Admin(who),
+                    })
+                    .user(info.user.as_str())
+                    .session(session)
+                    .target(custos_audit::Target::named(info.target.as_str())),
+                );
                 Reply {
                     ok: true,
                     ended: 1,
@@ -149,10 +198,19 @@ async fn answer(stream: UnixStream, live: &LiveRegistry) -> Result<()> {
                 }
             }
         }
-        Ok(Request::KillUser { user, reason }) => {
+        Ok(Request::KillUser { user, reason, by }) => {
             let n = live.kill_user(&user, &reason);
             if n > 0 {
-                info!(user = %user, sessions = n, reason = %reason, "live sessions of the user ended");
+                let who = requester(&by, admin);
+                info!(user = %user, sessions = n, reason = %reason, by = %who, "live sessions of the user ended");
+                emit(
+                    audit,
+                    custos_audit::AuditEvent::new(custos_audit::EventKind::Terminate {
+                        reason: format!("{reason} ({n} sessions)"),
+                        by: custos_audit::Initiator::Admin(who),
+                    })
+                    .user(user.as_str()),
+                );
             }
             Reply {
                 ok: true,
@@ -191,7 +249,10 @@ async fn answer(stream: UnixStream, live: &LiveRegistry) -> Result<()> {
             live: live.list().into_iter().map(|s| s.id).collect(),
             ..Default::default()
         },
-        Ok(Request::Watch { session }) => return stream_watch(session, live, r, w, admin).await,
+        Ok(Request::Watch { session, by }) => {
+            let who = requester(&by, admin);
+            return stream_watch(session, live, r, w, admin, (audit, who)).await;
+        }
     };
     let mut out = serde_json::to_vec(&reply)?;
     out.push(b'\n');
@@ -356,7 +417,15 @@ pub async fn watch_session(
     data: &Path,
     session: Id,
 ) -> Result<Option<Result<WatchStream, String>>> {
-    let Some((r, w)) = send(data, &Request::Watch { session }).await? else {
+    let Some((r, w)) = send(
+        data,
+        &Request::Watch {
+            session,
+            by: Some(crate::audit::operator()),
+        },
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let mut r = BufReader::new(r);
@@ -378,6 +447,7 @@ async fn stream_watch(
     mut r: impl AsyncRead + Unpin,
     w: OwnedWriteHalf,
     admin: Option<tokio::net::unix::UCred>,
+    (audit, who): (&custos_audit::AuditLog, String),
 ) -> Result<()> {
     let mut w = BufWriter::new(w);
     let (uid, pid) = (admin.map(|a| a.uid()), admin.and_then(|a| a.pid()));
@@ -392,7 +462,17 @@ async fn stream_watch(
             return write_reply(&mut w, &reply).await;
         }
     };
-    info!(session = %session, user = %info.user, target = %info.target, admin_uid = uid, admin_pid = pid, "an administrator started watching a live session");
+    info!(session = %session, user = %info.user, target = %info.target, admin_uid = uid, admin_pid = pid, by = %who, "an administrator started watching a live session");
+    emit(
+        audit,
+        custos_audit::AuditEvent::new(custos_audit::EventKind::RecordingAccess {
+            access: custos_audit::RecordingAccess::Watch,
+            format: None,
+        })
+        .user(who.as_str())
+        .session(session)
+        .target(custos_audit::Target::named(info.target.as_str())),
+    );
     write_reply(
         &mut w,
         &Reply {

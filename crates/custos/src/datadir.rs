@@ -54,6 +54,11 @@ impl DataDir {
         }
     }
 
+    /// Where the keys live (recording, audit, vault and host keys by default).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.path(&self.config.recording.keys_dir)
+    }
+
     pub fn recordings_dir(&self) -> PathBuf {
         self.path(&self.config.recording.dir)
     }
@@ -122,6 +127,27 @@ impl DataDir {
         store.add_target(local, None).await?;
         store.grant(&admin, &Name::new("local")?).await?;
         store.close().await;
+        // The audit trail starts with the data directory: its keys and first records.
+        let audit = crate::audit::Auditor::open(&dd).await?;
+        for key in [
+            dd.config.ssh.host_key.display().to_string(),
+            custos_recording::KEK_FILE.to_string(),
+            custos_recording::SIGNING_FILE.to_string(),
+            dd.config.store.vault_key.display().to_string(),
+        ] {
+            audit.emit(custos_audit::AuditEvent::new(
+                custos_audit::EventKind::KeyOperation {
+                    key,
+                    operation: custos_audit::KeyOperation::Generate,
+                    fingerprint: None,
+                },
+            ));
+        }
+        use custos_audit::{AdminObject as O, AdminOperation as Op};
+        audit.admin(O::User, Op::Create, "admin", &["name", "password"]);
+        audit.admin(O::Target, Op::Create, "local", &["kind", "labels"]);
+        audit.admin(O::Grant, Op::Create, "admin -> local", &[]);
+        audit.close().await?;
         // Written last: its presence marks a complete data directory.
         std::fs::write(Self::config_path(root), DEFAULT_TOML)?;
         Ok((dd, Created { admin_password }))

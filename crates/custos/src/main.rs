@@ -3,6 +3,7 @@
 //! gateway, and runs the command the user asked for.
 
 mod admin;
+mod audit;
 mod config;
 mod control;
 mod datadir;
@@ -73,6 +74,12 @@ enum Command {
     /// Search the commands users ran.
     #[command(subcommand)]
     Commands(recordings::CommandsCmd),
+    /// Check and read the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// SIEM delivery.
+    #[command(subcommand)]
+    Sinks(audit::SinksCmd),
     /// Replay a session in this terminal.
     Play(recordings::PlayArgs),
     /// Export a session's recording.
@@ -129,6 +136,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Commands(cmd) => recordings::commands(&data, cmd).await,
         Command::Rules(cmd) => rules::rules(&data, cmd).await,
         Command::Alerts(cmd) => rules::alerts(&data, cmd).await,
+        Command::Audit(cmd) => audit::audit(&data, cmd).await,
+        Command::Sinks(cmd) => audit::sinks(&data, cmd).await,
         Command::Play(args) => recordings::play(&data, args).await,
         Command::Export(args) => recordings::export(&data, args).await,
     }

@@ -261,6 +261,7 @@ pub async fn sessions(data: &Path, cmd: SessionsCmd) -> Result<i32> {
             let req = crate::control::Request::Kill {
                 session: s.id,
                 reason,
+                by: Some(crate::audit::operator()),
             };
             match crate::control::request(data, &req).await? {
                 None => bail!(
@@ -341,11 +342,35 @@ async fn open_reader(data: &Path, id: &str) -> Result<(SessionRecord, Reader)> {
     Ok((s, reader))
 }
 
+/// Records an access to a session's recording before it happens; an access that cannot be
+/// recorded does not happen.
+async fn record_access(
+    data: &Path,
+    s: &SessionRecord,
+    access: custos_audit::RecordingAccess,
+    format: Option<&str>,
+) -> Result<()> {
+    let dd = DataDir::open(data)?;
+    let audit = crate::audit::Auditor::open(&dd).await?;
+    audit.emit(
+        custos_audit::AuditEvent::new(custos_audit::EventKind::RecordingAccess {
+            access,
+            format: format.map(str::to_string),
+        })
+        .session(s.id)
+        .target(custos_audit::Target::named(s.target.as_str())),
+    );
+    audit.close().await.context(
+        "the access to the recording cannot be recorded in the audit log, so it is refused",
+    )
+}
+
 pub async fn play(data: &Path, args: PlayArgs) -> Result<i32> {
     if !(args.speed > 0.0 && args.speed.is_finite()) {
         bail!("--speed must be a positive number");
     }
-    let (_s, reader) = open_reader(data, &args.id).await?;
+    let (s, reader) = open_reader(data, &args.id).await?;
+    record_access(data, &s, custos_audit::RecordingAccess::Play, None).await?;
     let out = std::io::stdout();
     let mut out = out.lock();
     playback::play(&reader, &mut out, args.speed, args.idle_limit, args.at)?;
@@ -354,7 +379,20 @@ pub async fn play(data: &Path, args: PlayArgs) -> Result<i32> {
 }
 
 pub async fn export(data: &Path, args: ExportArgs) -> Result<i32> {
-    let (_s, reader) = open_reader(data, &args.id).await?;
+    let (s, reader) = open_reader(data, &args.id).await?;
+    let format = match args.format {
+        Format::AsciicastV2 => "asciicast-v2",
+        Format::AsciicastV3 => "asciicast-v3",
+        Format::Text => "text",
+        Format::Jsonl => "jsonl",
+    };
+    record_access(
+        data,
+        &s,
+        custos_audit::RecordingAccess::Export,
+        Some(format),
+    )
+    .await?;
     let mut buf: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

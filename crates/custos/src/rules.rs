@@ -245,6 +245,7 @@ pub fn watch(
     data: PathBuf,
     handle: custos_ssh::RulesHandle,
     mut seen: Fingerprint,
+    audit: custos_audit::AuditLog,
 ) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).ok();
@@ -266,7 +267,17 @@ pub fn watch(
                         trigger = if by_signal { "SIGHUP" } else { "file change" },
                         "rules reloaded"
                     );
+                    let count = rules.len();
                     handle.replace(rules);
+                    let _ = audit.emit(
+                        custos_audit::AuditEvent::new(custos_audit::EventKind::AdminChange {
+                            object: custos_audit::AdminObject::Rules,
+                            operation: custos_audit::AdminOperation::Update,
+                            name: format!("{count} rules"),
+                            fields: vec![if by_signal { "sighup" } else { "files" }.into()],
+                        })
+                        .user("gateway"),
+                    );
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "rules not reloaded; the previous rules stay in force")

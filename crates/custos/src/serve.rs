@@ -64,9 +64,79 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
     std::fs::create_dir_all(&recordings)
         .with_context(|| format!("cannot create {}", recordings.display()))?;
 
+    let auditor = crate::audit::Auditor::open(&dd).await?;
+    let audit = auditor.log();
+    let emit = |ev: custos_audit::AuditEvent| {
+        if let Err(e) = audit.emit(ev) {
+            warn!(error = %e, "an audit event could not be queued");
+        }
+    };
+    for (key, fingerprint) in [
+        (
+            dd.config.ssh.host_key.display().to_string(),
+            host_key
+                .public_key()
+                .fingerprint(russh::keys::HashAlg::Sha256)
+                .to_string(),
+        ),
+        (
+            custos_audit::AUDIT_KEY_FILE.to_string(),
+            custos_audit::load_public_key(&dd.keys_dir().join(custos_audit::AUDIT_PUB_FILE))
+                .map(|k| k.fingerprint(russh::keys::HashAlg::Sha256).to_string())
+                .unwrap_or_default(),
+        ),
+    ] {
+        emit(
+            custos_audit::AuditEvent::new(custos_audit::EventKind::KeyOperation {
+                key,
+                operation: custos_audit::KeyOperation::Load,
+                fingerprint: Some(fingerprint),
+            })
+            .user("gateway"),
+        );
+    }
+    // A configuration that changed since the last start is an administrative change.
+    if let Ok(text) = std::fs::read(DataDir::config_path(data)) {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &text);
+        let name = format!("custos.toml sha256:{}", hex::encode(&digest.as_ref()[..16]));
+        let last = auditor
+            .store()
+            .search(&custos_store::AuditFilter {
+                action: Some("admin.config.update".into()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?;
+        let known = last
+            .first()
+            .is_some_and(|r| r.doc.contains(&format!("\"{name}\"")));
+        if !known {
+            emit(
+                custos_audit::AuditEvent::new(custos_audit::EventKind::AdminChange {
+                    object: custos_audit::AdminObject::Config,
+                    operation: custos_audit::AdminOperation::Update,
+                    name,
+                    fields: vec!["custos.toml".into()],
+                })
+                .user("gateway"),
+            );
+        }
+    }
+    // Delivery to SIEMs; a sink that cannot run stops the start (nothing silently unsent).
+    let sinks = custos_sinks::Sinks::start(auditor.store(), &dd.config.sinks, &dd.root)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", DataDir::config_path(data).display()))?;
+
     // Sessions left live by a crash: mark them interrupted and seal what was recorded.
     let now = time::OffsetDateTime::now_utc();
     for s in store.mark_live_sessions_interrupted(now).await? {
+        emit(
+            custos_audit::AuditEvent::new(custos_audit::EventKind::SessionInterrupted {
+                reason: "the gateway stopped while the session ran".into(),
+            })
+            .user(s.user.as_str())
+            .session(s.id)
+            .target(custos_audit::Target::named(s.target.as_str())),
+        );
         let path = recordings.join(&s.recording);
         match custos_recording::recover(&path, &keys) {
             Ok(r) => {
@@ -112,13 +182,21 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
     let rules_state = crate::rules::fingerprint(data);
     let rules = std::sync::Arc::new(crate::rules::load(data)?);
     info!(rules = rules.len(), "rules loaded");
-    let gateway = Gateway::new(store, keys, rules, host_key, config);
-    let admin_task = tokio::spawn(crate::control::serve(admin, gateway.live()));
+    let gateway = Gateway::new(store, keys, rules, host_key, config, audit.clone());
+    let admin_task = tokio::spawn(crate::control::serve(admin, gateway.live(), audit.clone()));
     let rules_task = tokio::spawn(crate::rules::watch(
         data.to_path_buf(),
         gateway.rules(),
         rules_state,
+        audit.clone(),
     ));
+    emit(
+        custos_audit::AuditEvent::new(custos_audit::EventKind::ServerStart {
+            version: env!("CARGO_PKG_VERSION").into(),
+            listen: vec![listen.to_string()],
+        })
+        .user("gateway"),
+    );
     info!(listen = %listen, data = %data.display(), "custos gateway listening");
     if quickstart.is_some() {
         let host = if listen.ip().is_unspecified() {
@@ -147,9 +225,25 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
     } else {
         println!("custos: listening on {listen}");
     }
-    gateway.serve(listener, shutdown_signal()).await?;
+    let served = gateway.serve(listener, shutdown_signal()).await;
     admin_task.abort();
     rules_task.abort();
+    emit(
+        custos_audit::AuditEvent::new(custos_audit::EventKind::ServerStop {
+            reason: match &served {
+                Ok(()) => "stopped by a signal".into(),
+                Err(e) => format!("error: {e}"),
+            },
+        })
+        .user("gateway"),
+    );
+    if let Err(e) = auditor.close().await {
+        error!(error = %e, "the audit log could not be closed cleanly");
+    }
+    // A moment for the sinks to pass on the last events; their cursors resume them otherwise.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(sinks);
+    served?;
     let _ = std::fs::remove_file(crate::control::socket_path(data));
     info!("custos gateway stopped");
     Ok(0)
