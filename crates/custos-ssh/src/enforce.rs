@@ -218,50 +218,13 @@ pub(crate) async fn await_hold(
     channel: u32,
     held: Held,
 ) -> Option<String> {
-    let live = &shared.ctx.live;
-    let timeout = shared.ctx.config.hold_timeout;
-    let answer = live.hold(held.alert, session.id);
-    let mut stop = session.stop.subscribe();
-    enum Outcome {
-        Answer(HoldAnswer),
-        TimedOut,
-        Withdrawn,
-    }
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, answer) => match r {
-            Ok(Ok(a)) => Outcome::Answer(a),
-            Ok(Err(_)) => Outcome::Withdrawn,
-            Err(_) => Outcome::TimedOut,
-        },
-        _ = async { let _ = stop.wait_for(|r| r.is_some()).await; } => Outcome::Withdrawn,
-    };
-    live.unhold(held.alert);
-    let (state, by, note, result) = match outcome {
-        Outcome::Answer(a) if a.approve => ("approved", Some(a.by.clone()), a.note.clone(), None),
-        Outcome::Answer(a) => {
-            let mut msg = format!("denied by moderator {}: {}", a.by, held.why);
-            if let Some(n) = &a.note {
-                msg.push_str(&format!(" ({n})"));
-            }
-            ("denied", Some(a.by.clone()), a.note.clone(), Some(msg))
-        }
-        Outcome::TimedOut => (
-            "timed_out",
-            None,
-            None,
-            Some(format!(
-                "held by {}: no moderator answered within {}, so it is refused",
-                held.why,
-                custos_core::format_secs(timeout.as_secs())
-            )),
-        ),
-        Outcome::Withdrawn => (
-            "withdrawn",
-            None,
-            Some("the session ended while waiting".to_string()),
-            Some(format!("held by {}: the session ended", held.why)),
-        ),
-    };
+    let stop = session.stop.subscribe();
+    let Decided {
+        state,
+        by,
+        note,
+        refusal: result,
+    } = wait_for_moderator(shared, &held, session.id, Some(stop), "").await;
     info!(session = %session.id, alert = held.alert, decision = state, by = by.as_deref().unwrap_or(""), "hold decided");
     session.audit(custos_audit::EventKind::Hold {
         rule: held.rule.clone(),
@@ -270,14 +233,6 @@ pub(crate) async fn await_hold(
         by: by.clone(),
         note: note.clone(),
     });
-    if let Err(e) = shared
-        .ctx
-        .store
-        .decide_hold(held.alert, state, by.as_deref(), note.as_deref())
-        .await
-    {
-        warn!(alert = held.alert, error = %e, "cannot store the outcome of a hold");
-    }
     session
         .record(
             channel,
@@ -289,6 +244,97 @@ pub(crate) async fn await_hold(
         )
         .await;
     result
+}
+
+/// What became of a hold.
+struct Decided {
+    /// `approved`, `denied`, `timed_out` or `withdrawn`.
+    state: &'static str,
+    by: Option<String>,
+    note: Option<String>,
+    /// `None` when approved; otherwise what the user is told.
+    refusal: Option<String>,
+}
+
+/// Registers `held`, waits for a moderator's answer (up to the hold timeout, or until `stop`
+/// fires) and stores the outcome with the alert. `what` prefixes a denial ("session ").
+async fn wait_for_moderator(
+    shared: &ConnShared,
+    held: &Held,
+    session: Id,
+    stop: Option<tokio::sync::watch::Receiver<Option<EndReason>>>,
+    what: &str,
+) -> Decided {
+    let live = &shared.ctx.live;
+    let timeout = shared.ctx.config.hold_timeout;
+    let answer = live.hold(held.alert, session);
+    enum Outcome {
+        Answer(HoldAnswer),
+        TimedOut,
+        Withdrawn,
+    }
+    let stopped = async {
+        match stop {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|r| r.is_some()).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, answer) => match r {
+            Ok(Ok(a)) => Outcome::Answer(a),
+            Ok(Err(_)) => Outcome::Withdrawn,
+            Err(_) => Outcome::TimedOut,
+        },
+        _ = stopped => Outcome::Withdrawn,
+    };
+    live.unhold(held.alert);
+    let d = match outcome {
+        Outcome::Answer(a) if a.approve => Decided {
+            state: "approved",
+            by: Some(a.by),
+            note: a.note,
+            refusal: None,
+        },
+        Outcome::Answer(a) => {
+            let mut msg = format!("{what}denied by moderator {}: {}", a.by, held.why);
+            if let Some(n) = &a.note {
+                msg.push_str(&format!(" ({n})"));
+            }
+            Decided {
+                state: "denied",
+                by: Some(a.by),
+                note: a.note,
+                refusal: Some(msg),
+            }
+        }
+        Outcome::TimedOut => Decided {
+            state: "timed_out",
+            by: None,
+            note: None,
+            refusal: Some(format!(
+                "held by {}: no moderator answered within {}, so it is refused",
+                held.why,
+                custos_core::format_secs(timeout.as_secs())
+            )),
+        },
+        Outcome::Withdrawn => Decided {
+            state: "withdrawn",
+            by: None,
+            note: Some("the session ended while waiting".into()),
+            refusal: Some(format!("held by {}: the session ended", held.why)),
+        },
+    };
+    if let Err(e) = shared
+        .ctx
+        .store
+        .decide_hold(held.alert, d.state, d.by.as_deref(), d.note.as_deref())
+        .await
+    {
+        warn!(alert = held.alert, error = %e, "cannot store the outcome of a hold");
+    }
+    d
 }
 
 fn hold_state(state: &str) -> custos_audit::HoldState {
@@ -429,27 +475,12 @@ pub(crate) async fn check_session_start(
                 let line = format!("custos: {}\r\n", h.message(timeout.as_secs()));
                 let _ = w.extended_data_bytes(1, bytes::Bytes::from(line)).await;
             }
-            let answer = shared.ctx.live.hold(alert, id);
-            let r = tokio::time::timeout(timeout, answer).await;
-            shared.ctx.live.unhold(alert);
-            let (state, by, note, result) = match r {
-                Ok(Ok(a)) if a.approve => ("approved", Some(a.by), a.note, None),
-                Ok(Ok(a)) => {
-                    let msg = format!("session denied by moderator {}: {}", a.by, h.why);
-                    ("denied", Some(a.by), a.note, Some(msg))
-                }
-                Ok(Err(_)) => ("withdrawn", None, None, Some(format!("held by {}", h.why))),
-                Err(_) => (
-                    "timed_out",
-                    None,
-                    None,
-                    Some(format!(
-                        "held by {}: no moderator answered within {}, so it is refused",
-                        h.why,
-                        custos_core::format_secs(timeout.as_secs())
-                    )),
-                ),
-            };
+            let Decided {
+                state,
+                by,
+                note,
+                refusal: result,
+            } = wait_for_moderator(shared, &h, id, None, "session ").await;
             info!(session = %id, alert, decision = state, "session start hold decided");
             crate::audit::emit(
                 &shared.ctx,
@@ -461,14 +492,6 @@ pub(crate) async fn check_session_start(
                     note: note.clone(),
                 }),
             );
-            if let Err(e) = shared
-                .ctx
-                .store
-                .decide_hold(alert, state, by.as_deref(), note.as_deref())
-                .await
-            {
-                warn!(alert, error = %e, "cannot store the outcome of a hold");
-            }
             result
         }
     }

@@ -522,14 +522,7 @@ fn spawn_limit_watch(session: &Arc<LiveSession>) {
                         "maximum session duration of {} reached",
                         custos_core::format_secs(max / 1_000_000)
                     );
-                    info!(session = %s.id, user = %s.user, "{why}; ending the session");
-                    s.record(0, custos_recording::EventKind::Note(why.clone()))
-                        .await;
-                    s.audit(custos_audit::EventKind::Terminate {
-                        reason: why.clone(),
-                        by: custos_audit::Initiator::System,
-                    });
-                    s.request_stop(EndReason::Limit(why));
+                    end_at_limit(&s, why).await;
                     return;
                 }
                 let warn_at = max - lead(max);
@@ -555,14 +548,7 @@ fn spawn_limit_watch(session: &Arc<LiveSession>) {
                         "idle for {} without input",
                         custos_core::format_secs(idle / 1_000_000)
                     );
-                    info!(session = %s.id, user = %s.user, "{why}; ending the session");
-                    s.record(0, custos_recording::EventKind::Note(why.clone()))
-                        .await;
-                    s.audit(custos_audit::EventKind::Terminate {
-                        reason: why.clone(),
-                        by: custos_audit::Initiator::System,
-                    });
-                    s.request_stop(EndReason::Limit(why));
+                    end_at_limit(&s, why).await;
                     return;
                 }
                 let warn_at = end - lead(idle);
@@ -587,6 +573,18 @@ fn spawn_limit_watch(session: &Arc<LiveSession>) {
             tokio::time::sleep(Duration::from_micros(wait)).await;
         }
     });
+}
+
+/// Ends a session that reached a limit: noted in the recording, audited, and the user told.
+async fn end_at_limit(s: &LiveSession, why: String) {
+    info!(session = %s.id, user = %s.user, "{why}; ending the session");
+    s.record(0, custos_recording::EventKind::Note(why.clone()))
+        .await;
+    s.audit(custos_audit::EventKind::Terminate {
+        reason: why.clone(),
+        by: custos_audit::Initiator::System,
+    });
+    s.request_stop(EndReason::Limit(why));
 }
 
 /// Keeps the byte counters of the metadata row roughly current, so a crash loses little.
