@@ -469,3 +469,60 @@ async fn a_tls_receiver_with_an_untrusted_certificate_gets_nothing_and_the_failu
     );
     assert!(rs.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_requires_a_client_certificate_gets_events_only_with_one() {
+    let mut f = Fixture::new().await;
+    let pki = TestPki::create(&f.dir.path().join("pki")).unwrap();
+    let rs = Rsyslog::start_with(Some(&pki), true).unwrap();
+    let tls = rs.tls_port.unwrap();
+    let _sinks = f.sinks(&format!(
+        r#"
+[[sinks]]
+name = "with-cert"
+type = "syslog"
+transport = "tls"
+address = "127.0.0.1:{tls}"
+server_name = "localhost"
+format = "leef"
+ca_file = "{ca}"
+client_cert = "{cert}"
+client_key = "{key}"
+
+[[sinks]]
+name = "without-cert"
+type = "syslog"
+transport = "tls"
+address = "127.0.0.1:{tls}"
+server_name = "localhost"
+ca_file = "{ca}"
+retry_max_secs = 1
+"#,
+        ca = pki.ca_cert.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+    ));
+    f.emit(5).await;
+    let lines = tokio::task::spawn_blocking(move || {
+        let l = rs.wait_for(5, T).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        (rs.messages(), l)
+    })
+    .await
+    .unwrap()
+    .0;
+    // Only the sink with a certificate got through, with LEEF bodies.
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for l in &lines {
+        let (_, msg) = parse_5424(l);
+        assert!(msg.starts_with("LEEF:2.0|Custos|Custos|"), "{msg}");
+    }
+    let c = f.store.sink_cursors().await.unwrap();
+    let with = c.iter().find(|c| c.sink == "with-cert").unwrap();
+    assert_eq!(with.seq, 5);
+    let without = c.iter().find(|c| c.sink == "without-cert").unwrap();
+    assert_eq!(
+        without.seq, 0,
+        "a refused client must not count as delivered"
+    );
+}

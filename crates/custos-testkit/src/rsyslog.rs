@@ -20,6 +20,10 @@ pub struct TestPki {
     pub server_cert: PathBuf,
     /// The server's private key (PEM).
     pub server_key: PathBuf,
+    /// A client certificate (PEM) signed by the CA, for receivers that require one.
+    pub client_cert: PathBuf,
+    /// The client's private key (PEM).
+    pub client_key: PathBuf,
 }
 
 impl TestPki {
@@ -98,10 +102,47 @@ impl TestPki {
             "-extfile",
             "server.ext",
         ])?;
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=custos-gateway",
+        ])?;
+        std::fs::write(
+            p("client.ext"),
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        )?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ])?;
         Ok(TestPki {
             ca_cert: p("ca.pem"),
             server_cert: p("server.pem"),
             server_key: p("server.key"),
+            client_cert: p("client.pem"),
+            client_key: p("client.key"),
         })
     }
 }
@@ -120,6 +161,12 @@ pub struct Rsyslog {
 impl Rsyslog {
     /// Starts rsyslogd listening on loopback TCP, and TLS when `pki` is given.
     pub fn start(pki: Option<&TestPki>) -> Result<Rsyslog> {
+        Rsyslog::start_with(pki, false)
+    }
+
+    /// Like [`Rsyslog::start`]; with `client_auth` the TLS listener accepts only clients
+    /// presenting a certificate signed by the PKI's CA.
+    pub fn start_with(pki: Option<&TestPki>, client_auth: bool) -> Result<Rsyslog> {
         let dir = tempfile::Builder::new()
             .prefix("custos-rsyslog-")
             .tempdir()?;
@@ -139,13 +186,14 @@ impl Rsyslog {
             (Some(pki), Some(tls)) => {
                 conf.push_str(&format!(
                     "global(defaultNetstreamDriverCAFile=\"{ca}\" defaultNetstreamDriverCertFile=\"{cert}\" defaultNetstreamDriverKeyFile=\"{key}\")\n\
-                     module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n\
+                     module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"{auth}\")\n\
                      input(type=\"imtcp\" port=\"{tls}\" address=\"127.0.0.1\" ruleset=\"in\")\n\
                      input(type=\"imtcp\" port=\"{tcp}\" address=\"127.0.0.1\" ruleset=\"in\" streamDriver.mode=\"0\")\n",
                     ca = pki.ca_cert.display(),
                     cert = pki.server_cert.display(),
                     key = pki.server_key.display(),
                     tcp = tcp_port,
+                    auth = if client_auth { "x509/certvalid" } else { "anon" },
                 ));
             }
             _ => {

@@ -386,17 +386,34 @@ fn print_rows(rows: &[AuditRow], json: bool, header: bool) -> Result<()> {
     Ok(out.flush()?)
 }
 
-pub async fn sinks(data: &Path, cmd: SinksCmd) -> Result<i32> {
-    let SinksCmd::Status { json } = cmd;
-    let (dd, store) = store(data).await?;
+/// Where one sink stands.
+pub struct SinkHealth {
+    pub name: String,
+    pub to: String,
+    pub delivered_seq: u64,
+    pub head_seq: u64,
+    pub behind: u64,
+    /// Age of the oldest undelivered event, in seconds.
+    pub lag_secs: Option<i64>,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<time::OffsetDateTime>,
+    pub last_success_at: Option<time::OffsetDateTime>,
+    pub started: bool,
+}
+
+/// The health of every configured sink, read from the database.
+pub async fn sink_health(
+    sinks: &[custos_sinks::SinkConfig],
+    store: &AuditStore,
+) -> Result<Vec<SinkHealth>> {
     let head = store.head().await?.seq;
     let cursors = store.sink_cursors().await?;
     let mut list = Vec::new();
-    for s in &dd.config.sinks {
+    for s in sinks {
         let c = cursors.iter().find(|c| c.sink == s.name);
         let delivered = c.map_or(0, |c| c.seq);
         let behind = head.saturating_sub(delivered);
-        // How old the oldest undelivered event is.
         let oldest = if behind > 0 {
             store
                 .after(delivered, 1)
@@ -406,20 +423,134 @@ pub async fn sinks(data: &Path, cmd: SinksCmd) -> Result<i32> {
         } else {
             None
         };
-        list.push(serde_json::json!({
-            "name": s.name,
-            "to": s.describe(),
-            "delivered_seq": delivered,
-            "head_seq": head,
-            "behind": behind,
-            "lag_secs": oldest.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds()),
-            "failures": c.map_or(0, |c| c.failures),
-            "last_error": c.and_then(|c| c.last_error.clone()),
-            "last_error_at": c.and_then(|c| c.last_error_at).map(|t| fmt_time(&t)),
-            "last_success_at": c.and_then(|c| c.last_success_at).map(|t| fmt_time(&t)),
-            "started": c.is_some(),
-        }));
+        list.push(SinkHealth {
+            name: s.name.clone(),
+            to: s.describe(),
+            delivered_seq: delivered,
+            head_seq: head,
+            behind,
+            lag_secs: oldest.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds()),
+            failures: c.map_or(0, |c| c.failures),
+            last_error: c.and_then(|c| c.last_error.clone()),
+            last_error_at: c.and_then(|c| c.last_error_at),
+            last_success_at: c.and_then(|c| c.last_success_at),
+            started: c.is_some(),
+        });
     }
+    Ok(list)
+}
+
+/// The gateway's metrics in the Prometheus text format (for node_exporter's textfile
+/// collector or any scraper that reads files).
+pub fn metrics_text(
+    health: &[SinkHealth],
+    live_sessions: usize,
+    audit_backlog: u64,
+    audit_head: u64,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    gauge(
+        "custos_live_sessions",
+        "Sessions in progress.",
+        vec![(String::new(), live_sessions.to_string())],
+    );
+    gauge(
+        "custos_audit_head_seq",
+        "Sequence number of the newest stored audit event.",
+        vec![(String::new(), audit_head.to_string())],
+    );
+    gauge(
+        "custos_audit_backlog_events",
+        "Audit events emitted but not yet stored.",
+        vec![(String::new(), audit_backlog.to_string())],
+    );
+    let label = |h: &SinkHealth| format!("{{sink=\"{}\"}}", h.name.replace(['\\', '"'], "_"));
+    let per = |f: &dyn Fn(&SinkHealth) -> String| -> Vec<(String, String)> {
+        health.iter().map(|h| (label(h), f(h))).collect()
+    };
+    gauge(
+        "custos_sink_delivered_seq",
+        "Last audit sequence number the sink delivered.",
+        per(&|h| h.delivered_seq.to_string()),
+    );
+    gauge(
+        "custos_sink_behind_events",
+        "Audit events the sink has not delivered yet.",
+        per(&|h| h.behind.to_string()),
+    );
+    gauge(
+        "custos_sink_lag_seconds",
+        "Age of the oldest undelivered event (0 when none).",
+        per(&|h| h.lag_secs.unwrap_or(0).max(0).to_string()),
+    );
+    gauge(
+        "custos_sink_consecutive_failures",
+        "Failed delivery attempts since the last success.",
+        per(&|h| h.failures.to_string()),
+    );
+    out
+}
+
+/// Rewrites the metrics file every `every` while the gateway runs (atomically: a reader
+/// never sees half a file).
+pub async fn write_metrics(
+    path: PathBuf,
+    sinks: Vec<custos_sinks::SinkConfig>,
+    store: AuditStore,
+    log: AuditLog,
+    live: custos_ssh::LiveRegistry,
+    every: Duration,
+) {
+    let tmp = path.with_extension("prom.tmp");
+    loop {
+        match sink_health(&sinks, &store).await {
+            Ok(h) => {
+                let head = store.head().await.map(|h| h.seq).unwrap_or(0);
+                let text = metrics_text(&h, live.len(), log.backlog(), head);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| std::fs::write(&tmp, text))
+                    .and_then(|_| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics file");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the sinks' state for metrics"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub async fn sinks(data: &Path, cmd: SinksCmd) -> Result<i32> {
+    let SinksCmd::Status { json } = cmd;
+    let (dd, store) = store(data).await?;
+    let list: Vec<serde_json::Value> = sink_health(&dd.config.sinks, &store)
+        .await?
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "name": h.name,
+                "to": h.to,
+                "delivered_seq": h.delivered_seq,
+                "head_seq": h.head_seq,
+                "behind": h.behind,
+                "lag_secs": h.lag_secs,
+                "failures": h.failures,
+                "last_error": h.last_error,
+                "last_error_at": h.last_error_at.map(|t| fmt_time(&t)),
+                "last_success_at": h.last_success_at.map(|t| fmt_time(&t)),
+                "started": h.started,
+            })
+        })
+        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);

@@ -21,9 +21,29 @@ pub struct Config {
     pub rules: RulesSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// SIEM sinks (`[[sinks]]` tables), any number.
     #[serde(default)]
     pub sinks: Vec<custos_sinks::SinkConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// A Prometheus text file the gateway rewrites while it runs (empty: none).
+    pub textfile: PathBuf,
+    /// How often it is rewritten.
+    pub interval_secs: u64,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            textfile: "metrics/custos.prom".into(),
+            interval_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -183,6 +203,13 @@ hold_timeout_secs = 300
 # the oldest unsigned one (docs/audit-events.md; `custos audit verify`).
 checkpoint_every = 1000
 checkpoint_interval_secs = 60
+
+[metrics]
+# Live sessions, the audit backlog and each sink's delivery (behind, lag, failures) in the
+# Prometheus text format, rewritten while the gateway runs (node_exporter's textfile
+# collector reads it). An empty path turns it off.
+textfile = "metrics/custos.prom"
+interval_secs = 10
 
 # SIEM sinks: any number of [[sinks]] tables. Each keeps its own delivery cursor, so a receiver
 # that is down gets every event once it is back (`custos sinks status`). Examples:

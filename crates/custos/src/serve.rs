@@ -190,6 +190,16 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
         rules_state,
         audit.clone(),
     ));
+    let metrics_task = (!dd.config.metrics.textfile.as_os_str().is_empty()).then(|| {
+        tokio::spawn(crate::audit::write_metrics(
+            dd.path(&dd.config.metrics.textfile),
+            dd.config.sinks.clone(),
+            auditor.store(),
+            audit.clone(),
+            gateway.live(),
+            Duration::from_secs(dd.config.metrics.interval_secs.max(1)),
+        ))
+    });
     emit(
         custos_audit::AuditEvent::new(custos_audit::EventKind::ServerStart {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -228,6 +238,9 @@ pub async fn serve(data: &Path, listen: Option<SocketAddr>, quickstart: Option<(
     let served = gateway.serve(listener, shutdown_signal()).await;
     admin_task.abort();
     rules_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     emit(
         custos_audit::AuditEvent::new(custos_audit::EventKind::ServerStop {
             reason: match &served {

@@ -194,7 +194,9 @@ fn events_reach_rsyslog_and_a_jsonl_file_and_sinks_report_their_state() {
     let rs = custos_testkit::Rsyslog::start(None).unwrap();
     s.gw.stop();
     let conf = s.gw.data.join("custos.toml");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
+    let mut text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("interval_secs = 10", "interval_secs = 1");
     text.push_str(&format!(
         "\n[[sinks]]\nname = \"rsyslog\"\ntype = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{}\"\nformat = \"cef\"\n\n[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"audit/custos.jsonl\"\n",
         rs.tcp_port
@@ -234,6 +236,21 @@ fn events_reach_rsyslog_and_a_jsonl_file_and_sinks_report_their_state() {
         table.contains("rsyslog") && table.contains("archive"),
         "{table}"
     );
+    // The metrics file shows the same, for a scraper.
+    let prom = s.gw.data.join("metrics/custos.prom");
+    let deadline = Instant::now() + T;
+    loop {
+        let m = std::fs::read_to_string(&prom).unwrap_or_default();
+        if m.contains("custos_sink_behind_events{sink=\"archive\"} 0")
+            && m.contains("custos_sink_behind_events{sink=\"rsyslog\"} 0")
+        {
+            assert!(m.contains("# TYPE custos_sink_lag_seconds gauge"), "{m}");
+            assert!(m.contains("custos_audit_head_seq "), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A sink that cannot start (missing secret) stops the gateway from starting, with why.
     s.gw.stop();
