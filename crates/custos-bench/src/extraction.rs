@@ -50,8 +50,14 @@ impl Corpus {
 
     /// About `bytes` bytes of this output as a terminal shows it (CR LF line ends).
     pub fn generate(self, bytes: usize) -> Vec<u8> {
+        self.generate_from(1, bytes).0
+    }
+
+    /// About `bytes` bytes of this output starting at line `first`, and the next line's
+    /// number, so that a long output can be generated a block at a time.
+    pub fn generate_from(self, first: u64, bytes: usize) -> (Vec<u8>, u64) {
         let mut out = Vec::with_capacity(bytes + 256);
-        let mut i: u64 = 1;
+        let mut i = first;
         while out.len() < bytes {
             match self {
                 Corpus::Seq => out.extend_from_slice(format!("{i}\r\n").as_bytes()),
@@ -59,7 +65,7 @@ impl Corpus {
             }
             i += 1;
         }
-        out
+        (out, i)
     }
 }
 

@@ -1,19 +1,25 @@
 //! The benchmark harness: measures the costs Custos adds to an SSH session (rule evaluation,
 //! interactive command extraction, throughput and connection set-up against direct ssh and an
-//! OpenSSH bastion) and writes them, with machine details and targets, to BENCHMARKS.md.
+//! OpenSSH bastion, keystroke echo latency) and the costs of keeping its records (audit
+//! appends, recording size and seek, command search), and writes them, with machine details
+//! and targets, to BENCHMARKS.md.
 //!
 //! It is a measurement tool, not a test: nothing here fails on a slow figure. Each figure is
 //! taken over several runs and reported as a median with the smallest and largest run; the
 //! ways compared are interleaved within each run so that drift on a shared machine spreads
 //! over all of them.
 //!
-//! The throughput and set-up figures run the `custos` binary found next to this one (build it
-//! with `cargo build --release -p custos`), or the one given with `--custos`.
+//! The throughput, set-up and latency figures run the `custos` binary found next to this one
+//! (build it with `cargo build --release -p custos`), or the one given with `--custos`.
 
+mod audit;
 mod extraction;
+mod latency;
 mod network;
+mod recording;
 mod report;
 mod rules;
+mod search;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +54,16 @@ enum What {
     Throughput,
     /// Figure 3: connection set-up time, direct vs ProxyJump vs Custos.
     Setup,
+    /// Figure 4: audit events appended with the chain and checkpoints on.
+    Audit,
+    /// Figure 5: recording size on disk against gzip -6 of the same output.
+    RecordingSize,
+    /// Figure 6: time to the screen at 90% of a long recording.
+    Seek,
+    /// Figure 7: command search across many sessions.
+    Search,
+    /// Figure 8: keystroke echo round trip, direct vs ProxyJump vs Custos.
+    Latency,
 }
 
 #[derive(Args)]
@@ -71,6 +87,34 @@ struct Opts {
     /// Passes over the rules corpus per run (default 2000, or 100 with --quick).
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     passes: Option<u32>,
+    /// Audit events appended per run (default 100000, or 10000 with --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_events: Option<u64>,
+    /// Output per kind of stream recorded for the size figure, in MB (default 32, or 4 with
+    /// --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    recording_mb: Option<u64>,
+    /// Raw terminal output in the recording the seek figure reads, in MB (default 1000, or 50
+    /// with --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    seek_mb: Option<u64>,
+    /// Commands stored for the search figure (default 10000000, or 100000 with --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    search_commands: Option<u64>,
+    /// Sessions the stored commands are spread over (default 100000, or 1000 with --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    search_sessions: Option<u64>,
+    /// Stop storing commands for the search figure after this many seconds (default 180).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    search_build_secs: Option<u64>,
+    /// Directory for the search figure's database (default /dev/shm when present, else the
+    /// system temporary directory).
+    #[arg(long, global = true)]
+    search_dir: Option<PathBuf>,
+    /// Keystrokes timed per way and run for the latency figure (default 200, or 40 with
+    /// --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    keys: Option<u32>,
     /// The gateway binary (default: `custos` next to this program).
     #[arg(long, global = true, env = "CUSTOS_BIN")]
     custos: Option<PathBuf>,
@@ -101,6 +145,11 @@ fn run(cli: &Cli) -> Result<()> {
         rules: None,
         extraction: None,
         network: None,
+        audit: None,
+        recording_size: None,
+        seek: None,
+        search: None,
+        latency: None,
     };
 
     if wants(What::Rules) {
@@ -110,7 +159,7 @@ fn run(cli: &Cli) -> Result<()> {
         eprintln!("rules: {runs} runs of {passes} passes over the corpus");
         results.rules = Some(rules::run(runs, passes));
     }
-    if wants(What::Throughput) || wants(What::Setup) {
+    if wants(What::Throughput) || wants(What::Setup) || wants(What::Latency) {
         let mb = o.size_mb.unwrap_or(if quick { 20 } else { 1000 });
         let bin = custos_binary(o.custos.as_deref())?;
         eprintln!(
@@ -123,13 +172,71 @@ fn run(cli: &Cli) -> Result<()> {
             transfer: wants(What::Throughput),
             setup: wants(What::Setup),
         };
-        eprintln!("network: {runs} runs, {mb} MB per transfer");
-        results.network = Some(network::run(&fixture, runs, mb * 1_000_000, parts)?);
+        if parts.transfer || parts.setup {
+            eprintln!("network: {runs} runs, {mb} MB per transfer");
+            results.network = Some(network::run(&fixture, runs, mb * 1_000_000, parts)?);
+        }
+        if wants(What::Latency) {
+            let keys = o.keys.map_or(if quick { 40 } else { 200 }, |k| k as usize);
+            eprintln!("latency: {runs} runs of {keys} keystrokes each way");
+            results.latency = Some(latency::run(&fixture, runs, keys)?);
+        }
     }
     if wants(What::Extraction) {
         let mb = o.extraction_mb.unwrap_or(if quick { 8 } else { 256 });
         eprintln!("extraction: {runs} runs of {mb} MB per kind of output");
         results.extraction = Some(extraction::run(runs, (mb as usize) * 1_000_000));
+    }
+    let needs_runtime = [What::Audit, What::RecordingSize, What::Seek, What::Search]
+        .into_iter()
+        .any(wants);
+    if needs_runtime {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        if wants(What::Audit) {
+            let events = o
+                .audit_events
+                .unwrap_or(if quick { 10_000 } else { 100_000 });
+            eprintln!("audit: {runs} runs of {events} events");
+            results.audit = Some(audit::run(&rt, runs, events)?);
+        }
+        if wants(What::RecordingSize) {
+            let mb = o.recording_mb.unwrap_or(if quick { 4 } else { 32 });
+            eprintln!("recording-size: {runs} runs of {mb} MB per kind of output");
+            results.recording_size = Some(recording::size(&rt, runs, (mb as usize) * 1_000_000)?);
+        }
+        if wants(What::Seek) {
+            let mb = o.seek_mb.unwrap_or(if quick { 50 } else { 1000 });
+            eprintln!("seek: recording {mb} MB of output, then {runs} seeks");
+            results.seek = Some(recording::seek(&rt, runs, mb * 1_000_000)?);
+        }
+        if wants(What::Search) {
+            let commands = o
+                .search_commands
+                .unwrap_or(if quick { 100_000 } else { 10_000_000 });
+            let sessions = o
+                .search_sessions
+                .unwrap_or(if quick { 1_000 } else { 100_000 });
+            let limit = std::time::Duration::from_secs(o.search_build_secs.unwrap_or(180));
+            let dir = o.search_dir.clone().unwrap_or_else(|| {
+                let shm = Path::new("/dev/shm");
+                if shm.is_dir() {
+                    shm.to_path_buf()
+                } else {
+                    std::env::temp_dir()
+                }
+            });
+            eprintln!(
+                "search: storing up to {commands} commands over {sessions} sessions in {} \
+                 (at most {} s), then {runs} searches per term",
+                dir.display(),
+                limit.as_secs()
+            );
+            results.search = Some(search::run(&rt, &dir, runs, commands, sessions, limit)?);
+        }
     }
 
     let text = report::render(&results);

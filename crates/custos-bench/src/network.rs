@@ -170,9 +170,15 @@ impl Fixture {
 
     /// `ssh` to the target one way, ready for the remote command.
     fn ssh(&self, way: Way) -> Command {
+        self.ssh_with(way, &[])
+    }
+
+    /// `ssh` to the target one way with `extra` options before the destination.
+    pub fn ssh_with(&self, way: Way, extra: &[&str]) -> Command {
         match way {
             Way::Direct => {
                 let mut c = ssh_cmd(self.target.port(), Some(self.target.client_key_path()));
+                c.args(extra);
                 c.arg(destination(&self.target.login()));
                 c
             }
@@ -191,11 +197,13 @@ impl Fixture {
                     self.target.port(),
                     Some(self.target.client_key_path()),
                 ));
+                c.args(extra);
                 c.arg(destination(&self.target.login()));
                 c
             }
             Way::Custos => {
                 let mut c = ssh_cmd(self.gateway.port, Some(&self.user_key.private));
+                c.args(extra);
                 c.arg("alice:srv@127.0.0.1");
                 c
             }

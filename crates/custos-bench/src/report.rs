@@ -4,9 +4,13 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
+use crate::audit::AuditResult;
 use crate::extraction::ExtractionResult;
+use crate::latency::LatencyResult;
 use crate::network::{NetworkResult, Way};
+use crate::recording::{SeekFigures, SizeResult};
 use crate::rules::RulesResult;
+use crate::search::SearchResult;
 use crate::stats::Samples;
 
 /// Rules: median evaluation time per command, at most this many microseconds.
@@ -15,6 +19,16 @@ pub const TARGET_RULES_MEDIAN_US: f64 = 10.0;
 pub const TARGET_RULES_PER_SECOND: f64 = 100_000.0;
 /// Extraction and output rules: at most this share of the session's CPU.
 pub const TARGET_EXTRACTION_SHARE: f64 = 0.05;
+/// Audit: at least this many events per second appended, chained and checkpointed.
+pub const TARGET_AUDIT_PER_SECOND: f64 = 20_000.0;
+/// Recording size: at most this share of `gzip -6` of the same output.
+pub const TARGET_RECORDING_TO_GZIP: f64 = 0.8;
+/// Seek: the screen at 90% of a long recording in at most this many milliseconds.
+pub const TARGET_SEEK_MS: f64 = 100.0;
+/// Search: median time of a command search, at most this many milliseconds.
+pub const TARGET_SEARCH_MS: f64 = 50.0;
+/// Latency: at most this many milliseconds added to the 99th percentile echo round trip.
+pub const TARGET_LATENCY_P99_ADDED_MS: f64 = 0.5;
 
 /// Everything one invocation measured; absent parts were not run.
 pub struct Results {
@@ -24,6 +38,11 @@ pub struct Results {
     pub rules: Option<RulesResult>,
     pub extraction: Option<ExtractionResult>,
     pub network: Option<NetworkResult>,
+    pub audit: Option<AuditResult>,
+    pub recording_size: Option<SizeResult>,
+    pub seek: Option<SeekFigures>,
+    pub search: Option<SearchResult>,
+    pub latency: Option<LatencyResult>,
 }
 
 impl Results {
@@ -78,6 +97,45 @@ fn spread(s: &Samples) -> String {
 
 fn status(met: bool) -> &'static str {
     if met { "met" } else { "missed" }
+}
+
+/// Status of a figure that should stay at or below `target`, saying by how much it missed.
+fn status_at_most(measured: f64, target: f64, unit: &str) -> String {
+    if !measured.is_finite() {
+        "not measured".into()
+    } else if measured <= target {
+        "met".into()
+    } else {
+        format!(
+            "missed by {}{unit} ({:.0}% over)",
+            num(measured - target),
+            (measured / target - 1.0) * 100.0
+        )
+    }
+}
+
+/// Status of a figure that should stay at or above `target`, saying by how much it missed.
+fn status_at_least(measured: f64, target: f64, unit: &str) -> String {
+    if !measured.is_finite() {
+        "not measured".into()
+    } else if measured >= target {
+        "met".into()
+    } else {
+        format!(
+            "missed by {}{unit} ({:.0}% under)",
+            num(target - measured),
+            (1.0 - measured / target) * 100.0
+        )
+    }
+}
+
+/// Bytes as MB (10^6) or kB with about three significant digits.
+fn size(bytes: f64) -> String {
+    if bytes >= 1e6 {
+        format!("{} MB", num(bytes / 1e6))
+    } else {
+        format!("{} kB", num(bytes / 1e3))
+    }
 }
 
 fn first_line(cmd: &str, args: &[&str], stderr: bool) -> String {
@@ -155,11 +213,28 @@ pub fn render(r: &Results) -> String {
     if let Some(net) = &r.network {
         network_section(&mut out, net);
     }
+    if let Some(a) = &r.audit {
+        audit_section(&mut out, a);
+    }
+    if let Some(z) = &r.recording_size {
+        size_section(&mut out, z);
+    }
+    if let Some(s) = &r.seek {
+        seek_section(&mut out, s);
+    }
+    if let Some(s) = &r.search {
+        search_section(&mut out, s);
+    }
+    if let Some(l) = &r.latency {
+        latency_section(&mut out, l);
+    }
     let _ = writeln!(
         out,
         "## Reproducing\n\n```sh\ncargo build --release -p custos -p custos-bench\n\
          target/release/custos-bench all            # full: 1 GB transfers\n\
-         target/release/custos-bench all --quick    # a quick look\n```"
+         target/release/custos-bench all --quick    # a quick look\n\
+         target/release/custos-bench seek --seek-mb 1000 --runs 5   # one figure\n```\n\n\
+         `custos-bench --help` lists the size of each figure as an option."
     );
     out
 }
@@ -237,6 +312,59 @@ fn targets(out: &mut String, r: &Results) {
                 num(c.setup_s.median() / j.setup_s.median())
             );
         }
+    }
+    if let Some(a) = &r.audit {
+        let m = a.per_second.median();
+        let _ = writeln!(
+            out,
+            "| Audit: ≥ {} events/s appended with chain and checkpoints | {} | {} |",
+            num(TARGET_AUDIT_PER_SECOND),
+            num(m),
+            status_at_least(m, TARGET_AUDIT_PER_SECOND, " events/s")
+        );
+    }
+    if let Some(z) = &r.recording_size {
+        for s in &z.streams {
+            let m = s.to_gzip.median();
+            let _ = writeln!(
+                out,
+                "| Recording size ≤ {TARGET_RECORDING_TO_GZIP} × gzip -6, {} | {} × gzip | {} |",
+                s.stream.label(),
+                num(m),
+                status_at_most(m, TARGET_RECORDING_TO_GZIP, " × gzip")
+            );
+        }
+    }
+    if let Some(s) = &r.seek {
+        let m = s.total_ms.median();
+        let _ = writeln!(
+            out,
+            "| Seek: screen at 90% of {} of output ≤ {} ms | {} ms | {} |",
+            size(s.raw as f64),
+            num(TARGET_SEEK_MS),
+            num(m),
+            status_at_most(m, TARGET_SEEK_MS, " ms")
+        );
+    }
+    if let Some(s) = &r.search {
+        let m = s.median_ms;
+        let _ = writeln!(
+            out,
+            "| Search: median ≤ {} ms over {} commands | {} ms | {} |",
+            num(TARGET_SEARCH_MS),
+            num(s.commands as f64),
+            num(m),
+            status_at_most(m, TARGET_SEARCH_MS, " ms")
+        );
+    }
+    if let Some((_, p99)) = r.latency.as_ref().and_then(|l| l.added(Way::Custos)) {
+        let _ = writeln!(
+            out,
+            "| Latency: Custos adds ≤ {} ms to the p99 keystroke echo | {} ms | {} |",
+            num(TARGET_LATENCY_P99_ADDED_MS),
+            num(p99),
+            status_at_most(p99, TARGET_LATENCY_P99_ADDED_MS, " ms")
+        );
     }
     out.push('\n');
 }
@@ -388,4 +516,151 @@ fn network_section(out: &mut String, net: &NetworkResult) {
             spread(&net.gateway_cpu_input)
         );
     }
+}
+
+fn audit_section(out: &mut String, a: &AuditResult) {
+    let _ = writeln!(out, "## 4. Audit: appending events\n");
+    let _ = writeln!(
+        out,
+        "`AuditLog` over `AuditStore` on a new SQLite file per run (WAL), as the gateway runs it: \
+         every event hash-chained, an Ed25519 checkpoint signed every {} events ({} in the last \
+         run). {} events per run (nine typed commands to one login), timed from the first \
+         `emit` to the return of `flush`, when all are durable.\n",
+        crate::audit::CHECKPOINT_EVERY,
+        a.checkpoints,
+        num(a.events as f64)
+    );
+    let _ = writeln!(out, "| Figure | Median (min – max) |\n|---|---|");
+    let _ = writeln!(out, "| Events per second | {} |\n", spread(&a.per_second));
+}
+
+fn size_section(out: &mut String, z: &SizeResult) {
+    let _ = writeln!(out, "## 5. Recording size against gzip\n");
+    let _ = writeln!(
+        out,
+        "About {} of each kind of terminal output recorded through `Recorder` with the \
+         gateway's default tunables (events, keyframes, zstd, AES-256-GCM, hash chain, signed \
+         manifest) on one PTY channel, and the size of the sealed file compared with the real \
+         `gzip -6` of the same raw output. Bulk output comes in {} KiB chunks; the interactive \
+         session has its keystrokes as one-byte input events echoed one byte at a time, short \
+         command outputs and full-screen redraws. The recording holds more than gzip sees: the \
+         keystrokes, a timestamp per event, and a keyframe (the whole screen) every 256 KiB of \
+         output or 30 s, which is what makes seeking fast.\n",
+        size(z.bytes_per_stream as f64),
+        crate::extraction::CHUNK / 1024
+    );
+    let _ = writeln!(
+        out,
+        "| Output | Raw | gzip -6 | Recording | Recording / gzip | Recording / raw |\n\
+         |---|---|---|---|---|---|"
+    );
+    for s in &z.streams {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            s.stream.label(),
+            size(s.raw as f64),
+            size(s.gzip as f64),
+            size(s.recording.median()),
+            spread(&s.to_gzip),
+            spread(&s.to_raw)
+        );
+    }
+    out.push('\n');
+}
+
+fn seek_section(out: &mut String, s: &SeekFigures) {
+    let _ = writeln!(out, "## 6. Seek: the screen at 90% of a long recording\n");
+    let _ = writeln!(
+        out,
+        "{} of compiler-log output recorded with the default tunables ({} file, {} segments, \
+         {:.0} s of session time; writing it took {:.1} s). Each run opens the file with \
+         `Reader::open`, calls `Reader::seek` at 90% of the duration (the last keyframe before \
+         it, then the events up to it) and renders the screen with `play::repaint`, as \
+         `custos play --at` does. The file has just been written, so it is read from the page \
+         cache: a cold read from disk adds the time to read the segments from the keyframe on.\n",
+        size(s.raw as f64),
+        size(s.file as f64),
+        s.segments,
+        s.duration_us as f64 / 1e6,
+        s.build_s
+    );
+    let _ = writeln!(out, "| Figure | Median (min – max) |\n|---|---|");
+    let _ = writeln!(out, "| Open, ms | {} |", spread(&s.open_ms));
+    let _ = writeln!(
+        out,
+        "| Open + seek + repaint, ms | {} |\n",
+        spread(&s.total_ms)
+    );
+}
+
+fn search_section(out: &mut String, s: &SearchResult) {
+    let _ = writeln!(out, "## 7. Search: commands across many sessions\n");
+    let limit_note = if s.hit_time_limit {
+        format!(
+            " The build stopped at its time limit: {} of the {} commands asked for were stored.",
+            num(s.commands as f64),
+            num(s.requested as f64)
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{} synthetic commands (variations of the rules corpus) over {} sessions, stored one by \
+         one through `Store::record_command` into a new SQLite database in {} ({} with its \
+         trigram index), which took {:.0} s.{limit_note} Each term is then searched with \
+         `Store::search_commands` and the limit `custos commands search` uses by default (the \
+         newest {}), once per run. A term's time grows with the number of commands that \
+         contain it: every match found in the trigram index is sorted by time before the newest \
+         are taken. The \
+         store is closed and reopened every {} commands during the build, so that SQLite can \
+         checkpoint its WAL: with the connections held open throughout, no checkpoint completed \
+         and the WAL grew by about 25 kB per command.\n",
+        num(s.commands as f64),
+        num(s.sessions as f64),
+        s.location,
+        size(s.db_bytes as f64),
+        s.build_s,
+        crate::search::LIMIT,
+        crate::search::REOPEN_EVERY
+    );
+    let _ = writeln!(
+        out,
+        "| Term | Rows returned | ms, median (min – max) |\n|---|---|---|"
+    );
+    for (term, times, rows) in &s.terms {
+        let _ = writeln!(out, "| `{term}` | {rows} | {} |", spread(times));
+    }
+    let _ = writeln!(out, "\nMedian over the terms: {} ms.\n", num(s.median_ms));
+}
+
+fn latency_section(out: &mut String, l: &LatencyResult) {
+    let _ = writeln!(out, "## 8. Latency: keystroke echo round trip\n");
+    let _ = writeln!(
+        out,
+        "`ssh -tt` on a pseudo-terminal of its own, with an interactive shell on the target, \
+         reached the three ways of figure 3. One letter at a time, 20 ms apart, timed from the \
+         write to the terminal to the echo read back; {} keys per way and run, the ways taking \
+         turns. The local terminal and reading thread are in every figure; the added time \
+         over direct ssh is what a way costs.\n",
+        l.keys_per_run
+    );
+    let _ = writeln!(
+        out,
+        "| Way | p50, ms | p99, ms | p50 added, ms | p99 added, ms |\n|---|---|---|---|---|"
+    );
+    for w in &l.ways {
+        let (a50, a99) = l.added(w.way).unwrap_or((f64::NAN, f64::NAN));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            w.way.label(),
+            spread(&w.p50_ms),
+            spread(&w.p99_ms),
+            num(a50),
+            num(a99)
+        );
+    }
+    out.push('\n');
 }

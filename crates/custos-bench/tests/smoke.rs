@@ -20,6 +20,22 @@ fn run(dir: &Path, args: &[&str]) -> String {
             "--extraction-mb",
             "1",
         ])
+        .args([
+            "--audit-events",
+            "300",
+            "--recording-mb",
+            "1",
+            "--seek-mb",
+            "2",
+            "--search-commands",
+            "600",
+            "--search-sessions",
+            "30",
+            "--keys",
+            "5",
+        ])
+        .arg("--search-dir")
+        .arg(dir)
         .args(["--size-mb", "1", "--out"])
         .arg(&out_path)
         .output()
@@ -76,6 +92,47 @@ fn extraction_report() {
     assert!(report.contains("not measured"), "{report}");
 }
 
+#[test]
+fn audit_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["audit"]);
+    assert_well_formed(&report, &["## 4. Audit"]);
+    assert!(report.contains("| Events per second |"), "{report}");
+    assert!(report.contains("events/s appended"), "{report}");
+}
+
+#[test]
+fn recording_size_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["recording-size"]);
+    assert_well_formed(&report, &["## 5. Recording size"]);
+    for stream in [
+        "| `seq 1 N` |",
+        "| compiler log |",
+        "| interactive session |",
+    ] {
+        assert!(report.contains(stream), "{stream} missing:\n{report}");
+    }
+    assert!(report.contains("× gzip"), "{report}");
+}
+
+#[test]
+fn seek_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["seek"]);
+    assert_well_formed(&report, &["## 6. Seek"]);
+    assert!(report.contains("| Open + seek + repaint, ms |"), "{report}");
+}
+
+#[test]
+fn search_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(dir.path(), &["search"]);
+    assert_well_formed(&report, &["## 7. Search"]);
+    assert!(report.contains("| `kubectl` |"), "{report}");
+    assert!(report.contains("Median over the terms"), "{report}");
+}
+
 /// The gateway binary built beside the harness, when there is one.
 fn gateway_binary() -> Option<PathBuf> {
     let path = Path::new(BIN).with_file_name("custos");
@@ -102,4 +159,20 @@ fn setup_report() {
         assert!(report.contains(way), "{way} missing:\n{report}");
     }
     assert!(report.contains("| Custos set-up time |"), "{report}");
+}
+
+#[test]
+fn latency_report() {
+    let Some(gateway) = gateway_binary() else {
+        eprintln!("skipped: no custos binary beside {BIN} (cargo build -p custos)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = run(
+        dir.path(),
+        &["latency", "--custos", gateway.to_str().expect("UTF-8 path")],
+    );
+    assert_well_formed(&report, &["## 8. Latency"]);
+    assert!(report.contains("| Custos gateway |"), "{report}");
+    assert!(report.contains("to the p99 keystroke echo"), "{report}");
 }

@@ -1,0 +1,196 @@
+//! Figure 7: command search across many sessions.
+//!
+//! Synthetic commands go into a fresh SQLite store through `Store::record_command`, the verb
+//! the gateway's per-session writers use, one command per call, interleaved over sessions that
+//! run side by side. The build stops at the requested count or at a time limit, whichever
+//! comes first, and the report says which. Then `Store::search_commands` runs for each term
+//! with the limit `custos commands search TERM` uses by default (the newest 100).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use custos_core::{CommandRecord, Id, Name};
+use custos_store::{CommandFilter, Store, Vault};
+use time::OffsetDateTime;
+use tokio::runtime::Runtime;
+
+use crate::rules::CORPUS;
+use crate::stats::Samples;
+
+/// Terms an auditor looks for: common tools, a rare host, a secret file, a destructive
+/// command, a path fragment.
+pub const TERMS: &[&str] = &[
+    "systemctl restart",
+    "kubectl",
+    "/etc/shadow",
+    "rm -rf",
+    "db-replica-4217",
+    "nginx.conf",
+];
+
+/// Results per search: the default of `custos commands search --limit`.
+pub const LIMIT: u32 = 100;
+
+/// What figure 7 reports.
+pub struct SearchResult {
+    /// Where the database was.
+    pub location: String,
+    pub requested: u64,
+    /// Commands actually stored.
+    pub commands: u64,
+    pub sessions: u64,
+    /// The build stopped at the time limit before reaching `requested`.
+    pub hit_time_limit: bool,
+    pub build_s: f64,
+    pub db_bytes: u64,
+    /// Per term: milliseconds per search, and rows returned.
+    pub terms: Vec<(String, Samples, usize)>,
+    /// Median over the terms of each term's median, in milliseconds.
+    pub median_ms: f64,
+}
+
+/// The `i`th synthetic command: a line of the rules corpus with a varying host, namespace or
+/// number, so the index holds many distinct lines.
+fn command_text(i: u64) -> String {
+    let base = CORPUS[(i % CORPUS.len() as u64) as usize];
+    match i % 7 {
+        0 => format!("{base} # db-replica-{}", i % 100_000),
+        1 => format!("{base} -n team-{}", i % 997),
+        2 => format!("ssh web{} '{base}'", i % 311),
+        _ => base.to_string(),
+    }
+}
+
+/// Builds a store of up to `commands` commands over `sessions` sessions (stopping after
+/// `limit`), then runs each term `runs` times.
+pub fn run(
+    rt: &Runtime,
+    dir: &Path,
+    runs: usize,
+    commands: u64,
+    sessions: u64,
+    limit: Duration,
+) -> Result<SearchResult> {
+    let location = dir.display().to_string();
+    let dir = tempfile::tempdir_in(dir)
+        .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+    let db = dir.path().join("custos.db");
+    rt.block_on(async {
+        let vault = Vault::generate_ephemeral().context("vault key")?;
+        let built = Instant::now();
+        let (store, stored) = build(&db, &vault, commands, sessions, built + limit).await?;
+        let build_s = built.elapsed().as_secs_f64();
+        // Closing the last connection checkpoints the WAL into the database file.
+        store.close().await;
+        let store = open(&db, &vault).await?;
+        let db_bytes = ["custos.db", "custos.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        // One untimed search warms the connection and the statement cache.
+        store
+            .search_commands(&CommandFilter {
+                text: "uptime".into(),
+                ..Default::default()
+            })
+            .await
+            .context("searching")?;
+        let mut terms: Vec<(String, Samples, usize)> = TERMS
+            .iter()
+            .map(|t| (t.to_string(), Samples::new(), 0))
+            .collect();
+        for _ in 0..runs {
+            for (term, times, rows) in terms.iter_mut() {
+                let filter = CommandFilter {
+                    text: term.clone(),
+                    limit: Some(LIMIT),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                let found = store.search_commands(&filter).await.context("searching")?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                *rows = found.len();
+            }
+        }
+        store.close().await;
+        let mut medians = Samples::new();
+        for (_, times, _) in &terms {
+            medians.push(times.median());
+        }
+        Ok(SearchResult {
+            location,
+            requested: commands,
+            commands: stored,
+            sessions: sessions.min(stored),
+            hit_time_limit: stored < commands,
+            build_s,
+            db_bytes,
+            terms,
+            median_ms: medians.median(),
+        })
+    })
+}
+
+/// The store is closed and opened again after this many commands. SQLite's automatic WAL
+/// checkpoint does not get to run while the store's connections stay open through the build,
+/// so without this the WAL grows by tens of kilobytes per command.
+pub const REOPEN_EVERY: u64 = 2_000;
+
+async fn open(db: &Path, vault: &Vault) -> Result<Store> {
+    Store::open(db, vault.clone())
+        .await
+        .context("opening the store")
+}
+
+/// Inserts commands until `commands` are stored or `deadline` passes; returns the open store
+/// and how many were stored.
+async fn build(
+    db: &Path,
+    vault: &Vault,
+    commands: u64,
+    sessions: u64,
+    deadline: Instant,
+) -> Result<(Store, u64)> {
+    let mut store = open(db, vault).await?;
+    let sessions = sessions.max(1);
+    let user = Name::new("alice").context("user name")?;
+    let targets: Vec<Name> = (0..20)
+        .map(|i| Name::new(format!("web{i}")))
+        .collect::<Result<_, _>>()
+        .context("target name")?;
+    let start = OffsetDateTime::now_utc() - time::Duration::days(90);
+    for i in 0..commands {
+        if i > 0 && i % REOPEN_EVERY == 0 {
+            store.close().await;
+            store = open(db, vault).await?;
+            if Instant::now() >= deadline {
+                return Ok((store, i));
+            }
+        }
+        // The sessions run side by side: command i belongs to session i mod sessions, so a
+        // build cut short by the time limit still spans every session.
+        let s = i % sessions;
+        let mut rand = [0u8; 10];
+        rand[..8].copy_from_slice(&s.to_be_bytes());
+        let session = Id::from_parts(1_700_000_000_000 + s, rand);
+        let c = CommandRecord {
+            session,
+            channel: 0,
+            offset_us: (i / sessions) * 5_000_000,
+            at: start + time::Duration::seconds(i as i64 / 2),
+            kind: "shell".into(),
+            text: command_text(i),
+            cwd: Some("/root".into()),
+            exit_status: Some(0),
+            user: user.clone(),
+            target: targets[(s % targets.len() as u64) as usize].clone(),
+        };
+        store
+            .record_command(&c)
+            .await
+            .context("recording a command")?;
+    }
+    Ok((store, commands))
+}
