@@ -133,9 +133,11 @@ pub fn run(
     })
 }
 
-/// The store is closed and opened again after this many commands. SQLite's automatic WAL
-/// checkpoint does not get to run while the store's connections stay open through the build,
-/// so without this the WAL grows by tens of kilobytes per command.
+/// The store is closed and opened again after this many commands, which checkpoints and
+/// truncates the write-ahead log. One long build here once showed the log growing by tens of
+/// kilobytes per command with the database file never written; the store's own test of a
+/// long-open store (crates/custos-store/tests/commands.rs) does not reproduce that, so it is
+/// kept as a precaution for this unusually long, write-only run.
 pub const REOPEN_EVERY: u64 = 2_000;
 
 async fn open(db: &Path, vault: &Vault) -> Result<Store> {

@@ -46,7 +46,10 @@ pub(crate) async fn open(path: &Path) -> Result<Pool, StoreError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
-        .busy_timeout(BUSY_TIMEOUT);
+        .busy_timeout(BUSY_TIMEOUT)
+        // After a checkpoint resets the write-ahead log, shrink its file back to this size:
+        // a burst (or a reader that held a checkpoint off) must not leave it large for good.
+        .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
     // Switching a new file to WAL needs an exclusive lock, and SQLite reports a conflict
     // there at once instead of waiting; so when two processes create the database at the same
     // moment, the loser retries for up to the busy timeout.

@@ -89,3 +89,48 @@ async fn commands_are_found_by_substring_and_filtered() {
             .is_empty()
     );
 }
+
+/// The write-ahead log is copied back into the database while the store stays open: a
+/// long-running gateway must not grow it without bound.
+#[tokio::test]
+async fn the_write_ahead_log_stays_bounded_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let store = Store::open(&db, Vault::generate_ephemeral().unwrap())
+        .await
+        .unwrap();
+    for i in 0..3000u64 {
+        let s = Id::from_parts(1_700_000_000_000 + i % 500, [1; 10]);
+        store
+            .record_command(&cmd(
+                s,
+                i,
+                &format!("kubectl -n team-{i} get pods --selector app=web-{i} -o wide"),
+                "alice",
+            ))
+            .await
+            .unwrap();
+        if i % 7 == 0 {
+            let _ = store
+                .search_commands(&CommandFilter {
+                    text: "web-1".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let wal = std::fs::metadata(dir.path().join("c.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let main = std::fs::metadata(&db).unwrap().len();
+    eprintln!("database {main} bytes, write-ahead log {wal} bytes");
+    assert!(
+        main > 100_000,
+        "nothing was checkpointed into the database ({main} bytes)"
+    );
+    assert!(
+        wal < 32 * 1024 * 1024,
+        "the write-ahead log grew to {wal} bytes"
+    );
+}
