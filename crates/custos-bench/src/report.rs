@@ -607,16 +607,15 @@ fn search_section(out: &mut String, s: &SearchResult) {
     };
     let _ = writeln!(
         out,
-        "{} synthetic commands (variations of the rules corpus) over {} sessions, stored one by \
-         one through `Store::record_command` into a new SQLite database in {} ({} with its \
+        "{} synthetic commands (variations of the rules corpus) over {} sessions, stored in \
+         batches through `Store::record_commands` into a new SQLite database in {} ({} with its \
          trigram index), which took {:.0} s.{limit_note} Each term is then searched with \
          `Store::search_commands` and the limit `custos commands search` uses by default (the \
          newest {}), once per run. A term's time grows with the number of commands that \
          contain it: every match found in the trigram index is sorted by time before the newest \
          are taken. The \
-         store is closed and reopened every {} commands during the build, so that SQLite can \
-         checkpoint its WAL: with the connections held open throughout, no checkpoint completed \
-         and the WAL grew by about 25 kB per command.\n",
+         store is closed and reopened every {} commands during the build (a precaution: one \
+         early build saw its write-ahead log grow without being checkpointed).\n",
         num(s.commands as f64),
         num(s.sessions as f64),
         s.location,

@@ -1,7 +1,7 @@
 //! Figure 7: command search across many sessions.
 //!
-//! Synthetic commands go into a fresh SQLite store through `Store::record_command`, the verb
-//! the gateway's per-session writers use, one command per call, interleaved over sessions that
+//! Synthetic commands go into a fresh SQLite store through `Store::record_commands`, the verb
+//! the gateway's per-session writers use, in batches of 500, interleaved over sessions that
 //! run side by side. The build stops at the requested count or at a time limit, whichever
 //! comes first, and the report says which. Then `Store::search_commands` runs for each term
 //! with the limit `custos commands search TERM` uses by default (the newest 100).
@@ -140,6 +140,10 @@ pub fn run(
 /// kept as a precaution for this unusually long, write-only run.
 pub const REOPEN_EVERY: u64 = 2_000;
 
+/// Commands stored per transaction, as the gateway's per-session writer batches what is
+/// queued.
+const BATCH: usize = 500;
+
 async fn open(db: &Path, vault: &Vault) -> Result<Store> {
     Store::open(db, vault.clone())
         .await
@@ -163,8 +167,14 @@ async fn build(
         .collect::<Result<_, _>>()
         .context("target name")?;
     let start = OffsetDateTime::now_utc() - time::Duration::days(90);
+    let mut batch = Vec::with_capacity(BATCH);
     for i in 0..commands {
         if i > 0 && i % REOPEN_EVERY == 0 {
+            store
+                .record_commands(&batch)
+                .await
+                .context("recording commands")?;
+            batch.clear();
             store.close().await;
             store = open(db, vault).await?;
             if Instant::now() >= deadline {
@@ -189,10 +199,18 @@ async fn build(
             user: user.clone(),
             target: targets[(s % targets.len() as u64) as usize].clone(),
         };
-        store
-            .record_command(&c)
-            .await
-            .context("recording a command")?;
+        batch.push(c);
+        if batch.len() == BATCH {
+            store
+                .record_commands(&batch)
+                .await
+                .context("recording commands")?;
+            batch.clear();
+        }
     }
+    store
+        .record_commands(&batch)
+        .await
+        .context("recording commands")?;
     Ok((store, commands))
 }

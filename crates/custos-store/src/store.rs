@@ -1235,6 +1235,18 @@ fn expect_one(rows: u64, what: &'static str, name: impl ToString) -> Result<(), 
     }
 }
 
+/// Why one row of a batch could not be inserted.
+enum InsertError {
+    Invalid(StoreError),
+    Db(sqlx::Error),
+}
+
+impl From<StoreError> for InsertError {
+    fn from(e: StoreError) -> Self {
+        InsertError::Invalid(e)
+    }
+}
+
 /// A session limit as stored: `NULL` for none.
 fn limit_col(v: Option<u64>) -> Result<Option<i64>, StoreError> {
     v.map(|v| to_i64(v, "session limit")).transpose()
@@ -1305,6 +1317,40 @@ fn like_pattern(text: &str) -> String {
 impl Store {
     /// Stores a command; returns its row id (for [`Store::set_command_exit`]).
     pub async fn record_command(&self, c: &CommandRecord) -> Result<i64, StoreError> {
+        Ok(self.record_commands(std::slice::from_ref(c)).await?[0])
+    }
+
+    /// Stores several commands in one transaction (one disk sync); returns their ids in order.
+    /// Either all are stored or none.
+    pub async fn record_commands(&self, cs: &[CommandRecord]) -> Result<Vec<i64>, StoreError> {
+        if cs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = format!(
+            "recording {} commands of session {}",
+            cs.len(),
+            cs[0].session
+        );
+        let mut tx = self.begin_write(&op).await?;
+        let mut ids = Vec::with_capacity(cs.len());
+        for c in cs {
+            ids.push(
+                Self::insert_command(&mut tx, c)
+                    .await
+                    .map_err(|e| match e {
+                        InsertError::Invalid(e) => e,
+                        InsertError::Db(e) => self.db(op.clone())(e),
+                    })?,
+            );
+        }
+        tx.commit().await.map_err(self.db(op))?;
+        Ok(ids)
+    }
+
+    async fn insert_command(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        c: &CommandRecord,
+    ) -> Result<i64, InsertError> {
         let row = sqlx::query(
             "INSERT INTO commands (session_id, channel, offset_us, at_us, kind, text, cwd, \
              exit_status, user_name, target_name) \
@@ -1320,10 +1366,10 @@ impl Store {
         .bind(c.exit_status.map(i64::from))
         .bind(c.user.as_str())
         .bind(c.target.as_str())
-        .fetch_one(self.pool())
+        .fetch_one(&mut **tx)
         .await
-        .map_err(self.db(format!("recording a command of session {}", c.session)))?;
-        row.try_get("id").map_err(self.db("reading a command id"))
+        .map_err(InsertError::Db)?;
+        row.try_get("id").map_err(InsertError::Db)
     }
 
     /// Sets the exit status of a stored command.

@@ -134,3 +134,44 @@ async fn the_write_ahead_log_stays_bounded_while_the_store_is_open() {
         "the write-ahead log grew to {wal} bytes"
     );
 }
+
+#[tokio::test]
+async fn a_batch_of_commands_is_stored_in_order_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("c.db"),
+        Vault::generate_ephemeral().unwrap(),
+    )
+    .await
+    .unwrap();
+    let s = Id::from_parts(2, [2; 10]);
+    let batch: Vec<CommandRecord> = (0..50)
+        .map(|i| cmd(s, i, &format!("echo batch-{i}"), "alice"))
+        .collect();
+    let ids = store.record_commands(&batch).await.unwrap();
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
+    let found = store
+        .search_commands(&CommandFilter {
+            text: "batch-4".into(),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // batch-4 and batch-40 … batch-49.
+    assert_eq!(found.len(), 11, "{found:?}");
+
+    let mut bad = vec![cmd(s, 1, "echo good-one", "alice")];
+    bad.push(cmd(s, u64::MAX, "echo out-of-range", "alice"));
+    assert!(store.record_commands(&bad).await.is_err());
+    let none = store
+        .search_commands(&CommandFilter {
+            text: "good-one".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a failed batch stores nothing");
+    assert!(store.record_commands(&[]).await.unwrap().is_empty());
+}
