@@ -405,17 +405,13 @@ async fn record_ops(
                 Verdict::Refuse(m) => Some(format!("{m}; the transfer is stopped")),
                 Verdict::Hold(h) => {
                     // The operation has already happened; there is nothing left to hold.
-                    shared.ctx.live.unhold(h.alert);
-                    let _ = shared
-                        .ctx
-                        .store
-                        .decide_hold(
-                            h.alert,
-                            "denied",
-                            None,
-                            Some("file operations are checked after they complete"),
-                        )
-                        .await;
+                    crate::enforce::deny_at_once(
+                        shared,
+                        session,
+                        &h,
+                        "file operations are checked after they complete",
+                    )
+                    .await;
                     Some(format!("{}; the transfer is stopped", h.message(0)))
                 }
             };

@@ -337,6 +337,31 @@ async fn wait_for_moderator(
     d
 }
 
+/// Denies a hold on something that cannot wait for a moderator (output already on its way, a
+/// file operation already done): the decision is stored and audited like any other.
+pub(crate) async fn deny_at_once(
+    shared: &ConnShared,
+    session: &LiveSession,
+    held: &Held,
+    why: &str,
+) {
+    if let Err(e) = shared
+        .ctx
+        .store
+        .decide_hold(held.alert, "denied", None, Some(why))
+        .await
+    {
+        warn!(alert = held.alert, error = %e, "cannot store the outcome of a hold");
+    }
+    session.audit(custos_audit::EventKind::Hold {
+        rule: held.rule.clone(),
+        matched: held.matched.clone(),
+        state: custos_audit::HoldState::Denied,
+        by: None,
+        note: Some(why.to_string()),
+    });
+}
+
 fn hold_state(state: &str) -> custos_audit::HoldState {
     match state {
         "approved" => custos_audit::HoldState::Approved,
@@ -375,12 +400,7 @@ pub(crate) async fn check_output(
         }),
         // Output cannot wait for a moderator: a hold withholds it like a block.
         Verdict::Hold(h) => {
-            shared.ctx.live.unhold(h.alert);
-            let _ = shared
-                .ctx
-                .store
-                .decide_hold(h.alert, "denied", None, Some("terminal output is not held"))
-                .await;
+            deny_at_once(shared, session, &h, "terminal output is not held").await;
             Some(format!("withheld by {}", h.why))
         }
     }

@@ -131,12 +131,7 @@ pub async fn rules(data: &Path, cmd: RulesCmd) -> Result<i32> {
 
 /// Sends a moderator's decision on a hold to the running gateway.
 async fn decide(data: &Path, d: Decision, approve: bool) -> Result<i32> {
-    let by = match d.by {
-        Some(b) => b,
-        None => std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| format!("uid {}", current_uid())),
-    };
+    let by = d.by.unwrap_or_else(crate::audit::operator);
     let req = crate::control::Request::Decide {
         alert: d.id,
         approve,
@@ -158,12 +153,6 @@ async fn decide(data: &Path, d: Decision, approve: bool) -> Result<i32> {
             r.error.unwrap_or_else(|| "the gateway refused".into())
         ),
     }
-}
-
-/// The real user id of this process.
-fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
 }
 
 pub async fn alerts(data: &Path, cmd: AlertsCmd) -> Result<i32> {
