@@ -170,6 +170,22 @@ fn sessions_and_administration_are_audited_chained_and_verifiable() {
         String::from_utf8_lossy(&v.stderr)
     );
 
+    // Unknown ids and checkpoints are refused with what was asked for.
+    let none = s.gw.cli_raw(&["audit", "show", "01NOSUCHEVENT"]).unwrap();
+    assert_ne!(none.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no audit event with id 01NOSUCHEVENT"));
+    let none =
+        s.gw.cli_raw(&[
+            "audit",
+            "checkpoint",
+            "999999",
+            "--out",
+            &out_dir.display().to_string(),
+        ])
+        .unwrap();
+    assert_ne!(none.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no such checkpoint at event 999999"));
+
     // Tampering with one event is caught and named, even with the triggers removed.
     let db = s.gw.data.join("custos.db");
     sqlite(&db, "DROP TRIGGER audit_events_no_update");
