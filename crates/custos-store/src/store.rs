@@ -95,7 +95,7 @@ pub struct CommandFilter {
     pub session: Option<Id>,
     /// Only commands run at or after this time.
     pub since: Option<OffsetDateTime>,
-    /// At most this many (the newest); 1000 when not set.
+    /// At most this many (the newest, in the order they were stored); 1000 when not set.
     pub limit: Option<u32>,
 }
 
@@ -1391,31 +1391,7 @@ impl Store {
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let text = filter.text.trim();
         let indexed = text.chars().count() >= 3;
-        macro_rules! search_sql {
-            ($join:literal, $cond:literal) => {
-                concat!(
-                    "SELECT c.session_id, c.channel, c.offset_us, c.at_us, c.kind, c.text, c.cwd, \
-                            c.exit_status, c.user_name, c.target_name \
-                     FROM commands c ",
-                    $join,
-                    " WHERE ",
-                    $cond,
-                    " AND ($2 IS NULL OR c.user_name = $2) \
-                       AND ($3 IS NULL OR c.target_name = $3) \
-                       AND ($4 IS NULL OR c.session_id = $4) \
-                       AND ($5 IS NULL OR c.at_us >= $5) \
-                     ORDER BY c.at_us DESC, c.id DESC LIMIT $6"
-                )
-            };
-        }
-        let sql = if indexed {
-            search_sql!(
-                "JOIN commands_fts f ON f.rowid = c.id",
-                "f.commands_fts MATCH $1"
-            )
-        } else {
-            search_sql!("", "($1 = '' OR c.text LIKE $1 ESCAPE '\\')")
-        };
+        let sql = command_search_sql(indexed);
         let pattern = if text.is_empty() {
             String::new()
         } else if indexed {
@@ -1639,6 +1615,48 @@ impl Store {
     }
 }
 
+/// The query behind [`Store::search_commands`]: through the trigram index when `indexed`.
+///
+/// Newest first means in the order stored: ids grow as commands are stored, moments after
+/// they ran. Ordering by id rather than by time lets SQLite walk the trigram index (or the
+/// table) backwards and stop at the limit, so a search costs about the same whether a term
+/// matches a hundred commands or millions; sorting every match by time cost about a tenth of
+/// a second per million matches.
+fn command_search_sql(indexed: bool) -> &'static str {
+    macro_rules! search_sql {
+        ($from:literal, $cond:literal, $order:literal) => {
+            concat!(
+                "SELECT c.session_id, c.channel, c.offset_us, c.at_us, c.kind, c.text, c.cwd, \
+                        c.exit_status, c.user_name, c.target_name \
+                 FROM ",
+                $from,
+                " WHERE ",
+                $cond,
+                " AND ($2 IS NULL OR c.user_name = $2) \
+                   AND ($3 IS NULL OR c.target_name = $3) \
+                   AND ($4 IS NULL OR c.session_id = $4) \
+                   AND ($5 IS NULL OR c.at_us >= $5) \
+                 ORDER BY ",
+                $order,
+                " DESC LIMIT $6"
+            )
+        };
+    }
+    if indexed {
+        search_sql!(
+            "commands_fts f JOIN commands c ON c.id = f.rowid",
+            "f.commands_fts MATCH $1",
+            "f.rowid"
+        )
+    } else {
+        search_sql!(
+            "commands c",
+            "($1 = '' OR c.text LIKE $1 ESCAPE '\\')",
+            "c.id"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1651,6 +1669,36 @@ mod tests {
         assert!(normalize_id_prefix("abc%").is_err());
         assert!(normalize_id_prefix("u").is_err());
         assert!(normalize_id_prefix(&"0".repeat(27)).is_err());
+    }
+
+    /// Both command searches stream in order and stop at the limit: no sort of every match.
+    #[tokio::test]
+    async fn command_search_needs_no_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("plan.db"),
+            Vault::generate_ephemeral().unwrap(),
+        )
+        .await
+        .unwrap();
+        for indexed in [true, false] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", command_search_sql(indexed));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for _ in 0..6 {
+                q = q.bind(Option::<String>::None);
+            }
+            let plan: Vec<String> = q
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+                "indexed {indexed}: {plan:?}"
+            );
+        }
     }
 
     #[test]

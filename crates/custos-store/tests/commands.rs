@@ -159,8 +159,11 @@ async fn a_batch_of_commands_is_stored_in_order_or_not_at_all() {
         })
         .await
         .unwrap();
-    // batch-4 and batch-40 … batch-49.
+    // batch-4 and batch-40 … batch-49, newest first.
     assert_eq!(found.len(), 11, "{found:?}");
+    let texts: Vec<&str> = found.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts[0], "echo batch-49");
+    assert_eq!(texts[10], "echo batch-4");
 
     let mut bad = vec![cmd(s, 1, "echo good-one", "alice")];
     bad.push(cmd(s, u64::MAX, "echo out-of-range", "alice"));
