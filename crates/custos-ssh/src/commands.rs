@@ -1,57 +1,154 @@
-//! The command log of a session: commands (exec requests, file transfers, interactive shells)
-//! and rule alerts go to the store through one writer task per session, so the pump never
-//! waits on the database.
+//! The command log: commands (exec requests, file transfers, interactive shells) and rule
+//! alerts of every session go to the store through one writer task per gateway, so the pumps
+//! never wait on the database, and commands reported together by many sessions are stored in
+//! one transaction (one disk flush for a thousand sessions typing, not one each).
 
 use custos_core::{AlertRecord, CommandRecord, Id, Name};
 use custos_store::Store;
 use std::collections::HashMap;
+use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::error;
 
 enum Msg {
     Command {
+        from: Arc<Source>,
         channel: u32,
         offset_us: u64,
+        at: OffsetDateTime,
         kind: &'static str,
         text: String,
         cwd: Option<String>,
     },
     Finished {
+        session: Id,
         channel: u32,
         exit_status: i32,
     },
     Alert(Box<AlertRecord>),
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// The session's last handle is gone: forget its channels.
+    Ended(Id),
 }
 
-/// Where a session's pumps report commands. Cheap to clone; never blocks.
 /// The most queued messages handled in one round.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 2048;
+
+/// The last command of each channel of each session, to attach its exit status.
+type LastCommands = HashMap<Id, HashMap<u32, i64>>;
+
+/// The gateway's command writer. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct CommandWriter {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl CommandWriter {
+    /// Starts the writer task; it ends when the writer and every session's log are dropped.
+    pub fn start(store: Store) -> CommandWriter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        tokio::spawn(async move {
+            let mut last = LastCommands::new();
+            let mut pending: Vec<CommandRecord> = Vec::new();
+            let mut msgs = Vec::new();
+            while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
+                // Whatever is queued goes together: consecutive commands, from any session,
+                // are stored in one transaction, everything in the order it was sent.
+                for msg in msgs.drain(..) {
+                    let msg = match msg {
+                        Msg::Command {
+                            from,
+                            channel,
+                            offset_us,
+                            at,
+                            kind,
+                            text,
+                            cwd,
+                        } => {
+                            pending.push(CommandRecord {
+                                session: from.session,
+                                channel,
+                                offset_us,
+                                at,
+                                kind: kind.to_string(),
+                                text,
+                                cwd,
+                                exit_status: None,
+                                user: from.user.clone(),
+                                target: from.target.clone(),
+                            });
+                            continue;
+                        }
+                        other => other,
+                    };
+                    store_commands(&store, &mut pending, &mut last).await;
+                    match msg {
+                        Msg::Command { .. } => {}
+                        Msg::Alert(a) => {
+                            if let Err(e) = store.record_alert(&a).await {
+                                error!(session = %a.session, rule = %a.rule, error = %e, "cannot store an alert");
+                            }
+                        }
+                        Msg::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        Msg::Finished {
+                            session,
+                            channel,
+                            exit_status,
+                        } => {
+                            let id = last.get_mut(&session).and_then(|m| m.remove(&channel));
+                            if let Some(id) = id
+                                && let Err(e) = store.set_command_exit(id, exit_status).await
+                            {
+                                error!(session = %session, error = %e, "cannot store a command's exit status");
+                            }
+                        }
+                        Msg::Ended(session) => {
+                            last.remove(&session);
+                        }
+                    }
+                }
+                store_commands(&store, &mut pending, &mut last).await;
+            }
+        });
+        CommandWriter { tx }
+    }
+
+    /// The log of session `session`.
+    pub fn session(&self, session: Id, user: Name, target: Name) -> CommandLog {
+        CommandLog {
+            source: Arc::new(Source {
+                tx: self.tx.clone(),
+                session,
+                user,
+                target,
+            }),
+        }
+    }
+}
 
 /// Stores the pending commands in one transaction and notes each channel's last command. If
 /// the batch fails, each command is tried on its own so that one bad row loses nothing else.
-async fn store_commands(
-    store: &Store,
-    session: Id,
-    pending: &mut Vec<CommandRecord>,
-    last: &mut HashMap<u32, i64>,
-) {
+async fn store_commands(store: &Store, pending: &mut Vec<CommandRecord>, last: &mut LastCommands) {
     if pending.is_empty() {
         return;
     }
+    let mut note = |c: &CommandRecord, id: i64| {
+        last.entry(c.session).or_default().insert(c.channel, id);
+    };
     match store.record_commands(pending).await {
         Ok(ids) => {
             for (c, id) in pending.iter().zip(ids) {
-                last.insert(c.channel, id);
+                note(c, id);
             }
         }
         Err(_) => {
             for c in pending.iter() {
                 match store.record_command(c).await {
-                    Ok(id) => {
-                        last.insert(c.channel, id);
-                    }
-                    Err(e) => error!(session = %session, error = %e, "cannot store a command"),
+                    Ok(id) => note(c, id),
+                    Err(e) => error!(session = %c.session, error = %e, "cannot store a command"),
                 }
             }
         }
@@ -59,81 +156,30 @@ async fn store_commands(
     pending.clear();
 }
 
+/// Who a session's commands belong to; when the last reference goes, the writer forgets the
+/// session.
+struct Source {
+    tx: mpsc::UnboundedSender<Msg>,
+    session: Id,
+    user: Name,
+    target: Name,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Ended(self.session));
+    }
+}
+
+/// Where a session's pumps report commands. Cheap to clone; never blocks.
 #[derive(Clone)]
 pub struct CommandLog {
-    tx: mpsc::UnboundedSender<Msg>,
+    source: Arc<Source>,
 }
 
 impl CommandLog {
-    /// Starts the writer task of session `session`.
-    pub fn start(store: Store, session: Id, user: Name, target: Name) -> CommandLog {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        tokio::spawn(async move {
-            // The last command of each channel, to attach its exit status.
-            let mut last: HashMap<u32, i64> = HashMap::new();
-            let mut pending: Vec<CommandRecord> = Vec::new();
-            while let Some(first) = rx.recv().await {
-                // Whatever else is already queued goes with it: consecutive commands are
-                // stored in one transaction, everything in the order it was sent.
-                let mut msgs = vec![first];
-                while msgs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(m) => msgs.push(m),
-                        Err(_) => break,
-                    }
-                }
-                for msg in msgs {
-                    let msg = match msg {
-                        Msg::Command {
-                            channel,
-                            offset_us,
-                            kind,
-                            text,
-                            cwd,
-                        } => {
-                            pending.push(CommandRecord {
-                                session,
-                                channel,
-                                offset_us,
-                                at: time::OffsetDateTime::now_utc(),
-                                kind: kind.to_string(),
-                                text,
-                                cwd,
-                                exit_status: None,
-                                user: user.clone(),
-                                target: target.clone(),
-                            });
-                            continue;
-                        }
-                        other => other,
-                    };
-                    store_commands(&store, session, &mut pending, &mut last).await;
-                    match msg {
-                        Msg::Command { .. } => {}
-                        Msg::Alert(a) => {
-                            if let Err(e) = store.record_alert(&a).await {
-                                error!(session = %session, rule = %a.rule, error = %e, "cannot store an alert");
-                            }
-                        }
-                        Msg::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                        Msg::Finished {
-                            channel,
-                            exit_status,
-                        } => {
-                            if let Some(id) = last.remove(&channel)
-                                && let Err(e) = store.set_command_exit(id, exit_status).await
-                            {
-                                error!(session = %session, error = %e, "cannot store a command's exit status");
-                            }
-                        }
-                    }
-                }
-                store_commands(&store, session, &mut pending, &mut last).await;
-            }
-        });
-        CommandLog { tx }
+    fn send(&self, msg: Msg) {
+        let _ = self.source.tx.send(msg);
     }
 
     /// A command started on `channel` at `offset_us` into the recording.
@@ -145,9 +191,11 @@ impl CommandLog {
         text: String,
         cwd: Option<String>,
     ) {
-        let _ = self.tx.send(Msg::Command {
+        self.send(Msg::Command {
+            from: self.source.clone(),
             channel,
             offset_us,
+            at: OffsetDateTime::now_utc(),
             kind,
             text,
             cwd,
@@ -156,20 +204,20 @@ impl CommandLog {
 
     /// Stores an alert.
     pub fn alert(&self, alert: AlertRecord) {
-        let _ = self.tx.send(Msg::Alert(Box::new(alert)));
+        self.send(Msg::Alert(Box::new(alert)));
     }
 
-    /// Waits until every command reported so far is stored.
+    /// Waits until every command and alert reported so far is stored.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.send(Msg::Flush(tx));
+        let _ = rx.await;
     }
 
     /// The last command of `channel` ended with `exit_status`.
     pub fn finished(&self, channel: u32, exit_status: i32) {
-        let _ = self.tx.send(Msg::Finished {
+        self.send(Msg::Finished {
+            session: self.source.session,
             channel,
             exit_status,
         });

@@ -59,6 +59,8 @@ pub(crate) struct Ctx {
     pub limiter: Mutex<AuthLimiter>,
     pub live: LiveRegistry,
     pub audit: custos_audit::AuditLog,
+    /// Stores every session's commands and alerts.
+    pub commands: crate::commands::CommandWriter,
 }
 
 /// The ruleset in force, replaceable while the gateway runs (a reload swaps it whole; sessions
@@ -88,6 +90,8 @@ pub struct Gateway {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000";
 
 impl Gateway {
+    /// A gateway over `store`; call it inside a Tokio runtime, where it starts the command
+    /// writer.
     pub fn new(
         store: Store,
         keys: Arc<RecordingKeys>,
@@ -99,6 +103,7 @@ impl Gateway {
         let limiter = Mutex::new(AuthLimiter::new(config.auth_limits.clone()));
         Gateway {
             ctx: Arc::new(Ctx {
+                commands: crate::commands::CommandWriter::start(store.clone()),
                 store,
                 rules: RulesHandle(Arc::new(std::sync::RwLock::new(rules))),
                 keys,
@@ -361,12 +366,10 @@ impl ConnShared {
                 ));
             }
         };
-        let commands = crate::commands::CommandLog::start(
-            store.clone(),
-            id,
-            user.clone(),
-            record.name.clone(),
-        );
+        let commands = self
+            .ctx
+            .commands
+            .session(id, user.clone(), record.name.clone());
         let session = Arc::new(
             LiveSession::new(
                 id,
