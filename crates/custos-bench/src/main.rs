@@ -1,22 +1,26 @@
 //! The benchmark harness: measures the costs Custos adds to an SSH session (rule evaluation,
 //! interactive command extraction, throughput and connection set-up against direct ssh and an
-//! OpenSSH bastion, keystroke echo latency) and the costs of keeping its records (audit
-//! appends, recording size and seek, command search), and writes them, with machine details
-//! and targets, to BENCHMARKS.md.
+//! OpenSSH bastion, keystroke echo latency, reliability of long bulk transfers), the costs of
+//! keeping its records (audit appends, recording size and seek, command search) and how many
+//! interactive sessions it holds at once with their memory, and writes them, with machine
+//! details and targets, to BENCHMARKS.md.
 //!
 //! It is a measurement tool, not a test: nothing here fails on a slow figure. Each figure is
 //! taken over several runs and reported as a median with the smallest and largest run; the
 //! ways compared are interleaved within each run so that drift on a shared machine spreads
 //! over all of them.
 //!
-//! The throughput, set-up and latency figures run the `custos` binary found next to this one
-//! (build it with `cargo build --release -p custos`), or the one given with `--custos`.
+//! The throughput, set-up, latency, reliability and concurrency figures run the `custos`
+//! binary found next to this one (build it with `cargo build --release -p custos`), or the one
+//! given with `--custos`.
 
 mod audit;
+mod concurrency;
 mod extraction;
 mod latency;
 mod network;
 mod recording;
+mod reliability;
 mod report;
 mod rules;
 mod search;
@@ -64,6 +68,11 @@ enum What {
     Search,
     /// Figure 8: keystroke echo round trip, direct vs ProxyJump vs Custos.
     Latency,
+    /// Figure 9: many bulk transfers through Custos, each ending with EOF and exit status.
+    Reliability,
+    /// Figure 10: many interactive sessions at once, each typing a command a second, and the
+    /// gateway's memory per idle session.
+    Concurrency,
 }
 
 #[derive(Args)]
@@ -104,7 +113,8 @@ struct Opts {
     /// Sessions the stored commands are spread over (default 100000, or 1000 with --quick).
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     search_sessions: Option<u64>,
-    /// Stop storing commands for the search figure after this many seconds (default 180).
+    /// Stop storing commands for the search figure after this many seconds (default 1800); the
+    /// store is kept in --search-dir and the next run continues it.
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     search_build_secs: Option<u64>,
     /// Directory for the search figure's database (default /dev/shm when present, else the
@@ -115,6 +125,19 @@ struct Opts {
     /// --quick).
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     keys: Option<u32>,
+    /// Bulk transfers through Custos for the reliability figure (default 100, or 4 with
+    /// --quick); each moves --size-mb.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    transfers: Option<u32>,
+    /// Interactive sessions held open at once for the concurrency figure (default 1000, or 30
+    /// with --quick). This figure is taken once unless --runs is given: a run of 1000
+    /// sessions takes minutes.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    sessions: Option<u32>,
+    /// Seconds every session keeps typing a command a second in the concurrency figure
+    /// (default 60, or 5 with --quick).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency_secs: Option<u64>,
     /// The gateway binary (default: `custos` next to this program).
     #[arg(long, global = true, env = "CUSTOS_BIN")]
     custos: Option<PathBuf>,
@@ -150,6 +173,8 @@ fn run(cli: &Cli) -> Result<()> {
         seek: None,
         search: None,
         latency: None,
+        reliability: None,
+        concurrency: None,
     };
 
     if wants(What::Rules) {
@@ -159,7 +184,16 @@ fn run(cli: &Cli) -> Result<()> {
         eprintln!("rules: {runs} runs of {passes} passes over the corpus");
         results.rules = Some(rules::run(runs, passes));
     }
-    if wants(What::Throughput) || wants(What::Setup) || wants(What::Latency) {
+    if [
+        What::Throughput,
+        What::Setup,
+        What::Latency,
+        What::Reliability,
+        What::Concurrency,
+    ]
+    .into_iter()
+    .any(wants)
+    {
         let mb = o.size_mb.unwrap_or(if quick { 20 } else { 1000 });
         let bin = custos_binary(o.custos.as_deref())?;
         eprintln!(
@@ -180,6 +214,26 @@ fn run(cli: &Cli) -> Result<()> {
             let keys = o.keys.map_or(if quick { 40 } else { 200 }, |k| k as usize);
             eprintln!("latency: {runs} runs of {keys} keystrokes each way");
             results.latency = Some(latency::run(&fixture, runs, keys)?);
+        }
+        if wants(What::Reliability) {
+            let transfers = o
+                .transfers
+                .map_or(if quick { 4 } else { 100 }, |t| t as usize);
+            eprintln!("reliability: {transfers} transfers of {mb} MB through Custos");
+            results.reliability = Some(reliability::run(&fixture, transfers, mb * 1_000_000)?);
+        }
+        if wants(What::Concurrency) {
+            let sessions = o
+                .sessions
+                .map_or(if quick { 30 } else { 1000 }, |s| s as usize);
+            let secs = o.concurrency_secs.unwrap_or(if quick { 5 } else { 60 });
+            let idle = std::time::Duration::from_secs(if quick { 2 } else { 5 });
+            let runs = o.runs.map_or(1, |r| r as usize);
+            eprintln!(
+                "concurrency: {runs} run(s) of {sessions} sessions, each typing a command a second \
+                 for {secs} s"
+            );
+            results.concurrency = Some(concurrency::run(&fixture, runs, sessions, secs, idle)?);
         }
     }
     if wants(What::Extraction) {
@@ -220,7 +274,7 @@ fn run(cli: &Cli) -> Result<()> {
             let sessions = o
                 .search_sessions
                 .unwrap_or(if quick { 1_000 } else { 100_000 });
-            let limit = std::time::Duration::from_secs(o.search_build_secs.unwrap_or(180));
+            let limit = std::time::Duration::from_secs(o.search_build_secs.unwrap_or(1800));
             let dir = o.search_dir.clone().unwrap_or_else(|| {
                 let shm = Path::new("/dev/shm");
                 if shm.is_dir() {

@@ -95,11 +95,20 @@ pub struct Fixture {
     user_key: Keypair,
 }
 
+/// The one key exchange every hop uses, so that set-up times compare the ways and not the
+/// algorithms: OpenSSH 9.x clients prefer a post-quantum hybrid (sntrup761x25519, which costs
+/// about 80 ms per connection here, or mlkem768x25519) that a gateway hop may not offer. The
+/// target and bastion sshd accept only this one, which also pins the gateway's own hop to the
+/// target.
+pub const KEX: &str = "curve25519-sha256";
+const SSHD_KEX: &str = "KexAlgorithms curve25519-sha256\n";
+const CLIENT_KEX: &[&str] = &["-o", "KexAlgorithms=curve25519-sha256"];
+
 impl Fixture {
     /// Starts everything; `custos_bin` is the gateway binary to run.
     pub fn start(custos_bin: &Path) -> Result<Fixture> {
-        let target = Sshd::start().context("starting the target sshd")?;
-        let bastion = Sshd::start().context("starting the bastion sshd")?;
+        let target = Sshd::start_with(SSHD_KEX).context("starting the target sshd")?;
+        let bastion = Sshd::start_with(SSHD_KEX).context("starting the bastion sshd")?;
         let dir = tempfile::Builder::new()
             .prefix("custos-bench-")
             .tempdir()
@@ -178,6 +187,7 @@ impl Fixture {
         match way {
             Way::Direct => {
                 let mut c = ssh_cmd(self.target.port(), Some(self.target.client_key_path()));
+                c.args(CLIENT_KEX);
                 c.args(extra);
                 c.arg(destination(&self.target.login()));
                 c
@@ -188,6 +198,7 @@ impl Fixture {
                     self.bastion.port(),
                     Some(self.bastion.client_key_path()),
                 ));
+                hop.extend(CLIENT_KEX.iter().map(|a| a.to_string()));
                 hop.extend(["-W".to_string(), "%h:%p".to_string()]);
                 hop.push(destination(&self.bastion.login()));
                 let mut c = Command::new(custos_testkit::SSH);
@@ -197,12 +208,14 @@ impl Fixture {
                     self.target.port(),
                     Some(self.target.client_key_path()),
                 ));
+                c.args(CLIENT_KEX);
                 c.args(extra);
                 c.arg(destination(&self.target.login()));
                 c
             }
             Way::Custos => {
                 let mut c = ssh_cmd(self.gateway.port, Some(&self.user_key.private));
+                c.args(CLIENT_KEX);
                 c.args(extra);
                 c.arg("alice:srv@127.0.0.1");
                 c
@@ -234,6 +247,31 @@ impl Fixture {
             }
         }
         Ok(())
+    }
+
+    /// The gateway's process id, while it runs.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.pid()
+    }
+
+    /// The gateway's SSH port on 127.0.0.1.
+    pub fn gateway_port(&self) -> u16 {
+        self.gateway.port
+    }
+
+    /// The private key of `alice`, the gateway user granted the target `srv`.
+    pub fn user_key_path(&self) -> &Path {
+        &self.user_key.private
+    }
+
+    /// The target sshd's listening process id, while it runs.
+    pub fn target_pid(&self) -> Option<u32> {
+        self.target.pid()
+    }
+
+    /// The gateway's log so far.
+    pub fn gateway_log(&self) -> String {
+        self.gateway.log()
     }
 
     /// The gateway process's CPU time so far (user + system), in seconds.
@@ -423,15 +461,9 @@ fn timed_input(fixture: &Fixture, way: Way, bytes: u64) -> Result<f64> {
         .with_context(|| format!("waiting for the target ({})", way.label()))?;
     let start = Instant::now();
     let mut stdin = child.stdin.take().context("ssh stdin")?;
-    let block = vec![0u8; 256 * 1024];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        stdin
-            .write_all(&block[..n])
-            .with_context(|| format!("writing to ssh ({})", way.label()))?;
-        left -= n as u64;
-    }
+    write_zeros(&mut stdin, bytes).map_err(|(at, e)| {
+        anyhow::anyhow!("writing to ssh ({}) after {at} bytes: {e}", way.label())
+    })?;
     drop(stdin);
     let status = child.wait().context("waiting for ssh")?;
     let secs = start.elapsed().as_secs_f64();
@@ -439,4 +471,16 @@ fn timed_input(fixture: &Fixture, way: Way, bytes: u64) -> Result<f64> {
         bail!("bulk input failed {} ({status})", way.label());
     }
     Ok(secs)
+}
+
+/// Writes `bytes` zero bytes to `w` in large blocks; on failure, how many were written first.
+pub fn write_zeros(w: &mut impl Write, bytes: u64) -> Result<(), (u64, std::io::Error)> {
+    let block = vec![0u8; 256 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        w.write_all(&block[..n]).map_err(|e| (bytes - left, e))?;
+        left -= n as u64;
+    }
+    Ok(())
 }

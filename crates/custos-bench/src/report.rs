@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::audit::AuditResult;
+use crate::concurrency::ConcurrencyResult;
 use crate::extraction::ExtractionResult;
 use crate::latency::LatencyResult;
 use crate::network::{NetworkResult, Way};
 use crate::recording::{SeekFigures, SizeResult};
+use crate::reliability::ReliabilityResult;
 use crate::rules::RulesResult;
 use crate::search::SearchResult;
 use crate::stats::Samples;
@@ -29,6 +31,8 @@ pub const TARGET_SEEK_MS: f64 = 100.0;
 pub const TARGET_SEARCH_MS: f64 = 50.0;
 /// Latency: at most this many milliseconds added to the 99th percentile echo round trip.
 pub const TARGET_LATENCY_P99_ADDED_MS: f64 = 0.5;
+/// Concurrency: the gateway's memory per idle interactive session, at most this many MiB.
+pub const TARGET_MIB_PER_IDLE_SESSION: f64 = 0.5;
 
 /// Everything one invocation measured; absent parts were not run.
 pub struct Results {
@@ -43,6 +47,8 @@ pub struct Results {
     pub seek: Option<SeekFigures>,
     pub search: Option<SearchResult>,
     pub latency: Option<LatencyResult>,
+    pub reliability: Option<ReliabilityResult>,
+    pub concurrency: Option<ConcurrencyResult>,
 }
 
 impl Results {
@@ -228,6 +234,12 @@ pub fn render(r: &Results) -> String {
     if let Some(l) = &r.latency {
         latency_section(&mut out, l);
     }
+    if let Some(rel) = &r.reliability {
+        reliability_section(&mut out, rel);
+    }
+    if let Some(c) = &r.concurrency {
+        concurrency_section(&mut out, c);
+    }
     let _ = writeln!(
         out,
         "## Reproducing\n\n```sh\ncargo build --release -p custos -p custos-bench\n\
@@ -366,7 +378,212 @@ fn targets(out: &mut String, r: &Results) {
             status_at_most(p99, TARGET_LATENCY_P99_ADDED_MS, " ms")
         );
     }
+    if let Some(rel) = &r.reliability {
+        let _ = writeln!(
+            out,
+            "| Reliability: every bulk transfer of {} ends with EOF and exit status | {} of {} | {} |",
+            size(rel.bytes as f64),
+            rel.good,
+            rel.runs,
+            status(rel.good == rel.runs)
+        );
+    }
+    if let Some(c) = &r.concurrency {
+        concurrency_targets(out, c);
+    }
     out.push('\n');
+}
+
+fn concurrency_targets(out: &mut String, c: &ConcurrencyResult) {
+    let dropped = c.dropped.max();
+    let pace = c.pace().min();
+    let _ = writeln!(
+        out,
+        "| Concurrency: {} interactive sessions at once, a command a second each, none dropped | \
+         {} open, {} dropped, {} commands/s per session (worst run) | {} |",
+        c.sessions,
+        count(c.opened.min()),
+        count(dropped),
+        num(pace),
+        if dropped.is_nan() {
+            "not measured".to_string()
+        } else if dropped > 0.0 || c.opened.min() < c.sessions as f64 {
+            "missed".to_string()
+        } else if pace < 0.95 {
+            format!(
+                "none dropped, but the pace was missed: answers came later than the next \
+                 command was due (round trip p50 {} ms, p99 {} ms; whole machine {} cores busy)",
+                num(c.rtt_p50_ms.median()),
+                num(c.rtt_p99_ms.median()),
+                num(c.machine_cores.median())
+            )
+        } else {
+            "met".to_string()
+        }
+    );
+    let m = c.gateway_rss_mib.median();
+    let _ = writeln!(
+        out,
+        "| Memory: gateway ≤ {TARGET_MIB_PER_IDLE_SESSION} MiB per idle session (OpenSSH sshd \
+         for comparison) | {} MiB RSS, {} MiB PSS (sshd: {} MiB PSS) | {} |",
+        num(m),
+        num(c.gateway_pss_mib.median()),
+        num(c.sshd_pss_mib.median()),
+        status_at_most(m, TARGET_MIB_PER_IDLE_SESSION, " MiB")
+    );
+}
+
+fn concurrency_section(out: &mut String, c: &ConcurrencyResult) {
+    let _ = writeln!(
+        out,
+        "## 10. Concurrency: interactive sessions at once
+"
+    );
+    let _ = writeln!(
+        out,
+        "{} sessions per run, {} run{}, opened inside the harness with the russh client \
+         through `custos serve` (recording, command audit and the default rules on) to the \
+         private OpenSSH target, each its own connection with a PTY and a shell, {} logins in \
+         flight at a time. \
+         Once all are open and have been idle for {} s, the gateway's memory (VmRSS from \
+         /proc/PID/status; Pss and Private from /proc/PID/smaps_rollup) is compared with its \
+         memory before the first session ({} RSS); the `sshd` processes under the target's \
+         listener ({} per session, shells not counted; the target login is root here, for whom \
+         OpenSSH keeps one process per connection where another user would have two) are read \
+         the same way. Then every session types `echo 'tick-'I-N` and Enter \
+         once a second for {} s, the sessions spread evenly over the second, and waits for the \
+         answer; a session that fails to open, closes, errs or waits more than {} s for an \
+         answer is dropped; a session whose answer comes later than its next command was due \
+         types that command on receipt, so it falls behind the pace rather than piling up \
+         commands. The clients, the gateway, the target and its shells share the machine, with \
+         whatever else runs on it (see the whole machine's CPU below). MiB = 2^20 bytes.\n",
+        c.sessions,
+        c.opened.values().len(),
+        if c.opened.values().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        crate::concurrency::OPEN_IN_FLIGHT,
+        c.idle.as_secs(),
+        mib(c.baseline.rss),
+        num(c.sshd_procs_per_session),
+        c.typing_secs,
+        crate::concurrency::ANSWER_WAIT.as_secs()
+    );
+    let _ = writeln!(out, "| Figure | Median (min – max) |\n|---|---|");
+    for (label, s) in [
+        ("Sessions open", &c.opened),
+        ("Sessions dropped", &c.dropped),
+        ("Commands typed", &c.typed),
+        ("Commands answered", &c.answered),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {} ({} – {}) |",
+            count(s.median()),
+            count(s.min()),
+            count(s.max())
+        );
+    }
+    let rows: [(&str, &Samples); 15] = [
+        ("Sessions opened per second", &c.open_per_s),
+        ("Commands typed per session per second", &c.pace()),
+        ("Gateway RSS per idle session, MiB", &c.gateway_rss_mib),
+        ("Gateway PSS per idle session, MiB", &c.gateway_pss_mib),
+        (
+            "Gateway private memory per idle session, MiB",
+            &c.gateway_private_mib,
+        ),
+        (
+            "Gateway RSS per session at the end of the typing, MiB",
+            &c.gateway_busy_rss_mib,
+        ),
+        ("OpenSSH sshd PSS per session, MiB", &c.sshd_pss_mib),
+        (
+            "OpenSSH sshd RSS per session (shared pages in each), MiB",
+            &c.sshd_rss_mib,
+        ),
+        ("Command round trip, median, ms", &c.rtt_p50_ms),
+        ("Command round trip, 99th percentile, ms", &c.rtt_p99_ms),
+        (
+            "Gateway CPU while all sessions are idle, cores",
+            &c.gateway_idle_cores,
+        ),
+        ("Gateway CPU while typing, cores", &c.gateway_cores),
+        (
+            "Clients' CPU while typing (the harness), cores",
+            &c.client_cores,
+        ),
+        (
+            "Target sshd and shells' CPU while typing, cores",
+            &c.target_cores,
+        ),
+        ("Whole machine's CPU while typing, cores", &c.machine_cores),
+    ];
+    for (label, s) in rows {
+        let _ = writeln!(out, "| {label} | {} |", spread(s));
+    }
+    out.push('\n');
+    let limit = c
+        .fd_limit
+        .map_or_else(|| "unknown".to_string(), |l| num(l as f64));
+    let _ = writeln!(
+        out,
+        "The gateway held {} file descriptors per open session; its limit on open files is {limit}.\n",
+        num(c.fds_per_session)
+    );
+    if !c.drop_reasons.is_empty() {
+        let _ = writeln!(out, "Dropped sessions, by reason:\n");
+        for (why, n) in &c.drop_reasons {
+            let _ = writeln!(out, "- {n}: {why}");
+        }
+        out.push('\n');
+    }
+}
+
+/// A count: a whole number with thousands separators.
+fn count(x: f64) -> String {
+    if x.is_finite() && x >= 10_000.0 {
+        num(x)
+    } else if x.is_finite() {
+        format!("{x:.0}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Bytes as MiB.
+fn mib(bytes: f64) -> String {
+    format!("{} MiB", num(bytes / (1024.0 * 1024.0)))
+}
+
+fn reliability_section(out: &mut String, r: &ReliabilityResult) {
+    let _ = writeln!(out, "## 9. Reliability: bulk transfers through Custos\n");
+    let _ = writeln!(
+        out,
+        "{} transfers of {} through the gateway, one after another, alternating bulk output \
+         (`head -c` on the target) and bulk input (piped to `cat > /dev/null` on the target). A \
+         transfer is good when every byte arrived, the stream ended and ssh exited with status \
+         0. A watchdog kills a transfer still running after {} s and counts it as a hang.\n",
+        r.runs,
+        size(r.bytes as f64),
+        r.deadline.as_secs()
+    );
+    let _ = writeln!(out, "| Figure | Value |\n|---|---|");
+    let _ = writeln!(out, "| Good transfers | {} of {} |", r.good, r.runs);
+    let _ = writeln!(out, "| Hangs | {} |", r.hangs);
+    if !r.secs.is_empty() {
+        let _ = writeln!(out, "| Seconds per good transfer | {} |", spread(&r.secs));
+    }
+    out.push('\n');
+    if !r.failures.is_empty() {
+        let _ = writeln!(out, "Failed transfers:\n");
+        for f in &r.failures {
+            let _ = writeln!(out, "- {f}");
+        }
+        out.push('\n');
+    }
 }
 
 fn rules_section(out: &mut String, r: &RulesResult) {
@@ -444,13 +661,16 @@ fn network_section(out: &mut String, net: &NetworkResult) {
         out,
         "A private OpenSSH sshd as the target, a second one as the bastion for ProxyJump, and \
          `custos serve` in front of the same target, all on 127.0.0.1; ProxyJump runs as the \
-         `ProxyCommand ssh -W %h:%p bastion` that `-J` stands for. The three ways are \
+         `ProxyCommand ssh -W %h:%p bastion` that `-J` stands for. Every hop uses the same \
+         key exchange, {kex} (the clients ask for it, the sshd instances accept nothing else), \
+         so that set-up times compare the ways, not the algorithms. The three ways are \
          interleaved within each run. Bulk output: `head -c {size} /dev/zero` on the target \
          to /dev/null; bulk input: {size} bytes piped to `cat > /dev/null` on the target \
          (MB = 10^6 bytes). Transfer rates are timed from the first byte of output, or from the \
          target's readiness for input, to the end, leaving out the connection set-up, which is \
          timed separately as the wall time of `ssh … true`.\n",
-        size = net.bytes
+        size = net.bytes,
+        kex = crate::network::KEX
     );
     let _ = writeln!(
         out,
@@ -605,17 +825,26 @@ fn search_section(out: &mut String, s: &SearchResult) {
     } else {
         String::new()
     };
+    let reuse_note = if s.reused > 0 {
+        format!(
+            " {} of them were stored by earlier runs, which this run continued: the store is \
+             kept between runs, and the build time counts every run that stored commands.",
+            num(s.reused as f64)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
         "{} synthetic commands (variations of the rules corpus) over {} sessions, stored in \
-         batches through `Store::record_commands` into a new SQLite database in {} ({} with its \
-         trigram index), which took {:.0} s.{limit_note} Each term is then searched with \
-         `Store::search_commands` and the limit `custos commands search` uses by default (the \
-         newest {}), once per run. A term's time grows with the number of commands that \
-         contain it: every match found in the trigram index is sorted by time before the newest \
-         are taken. The \
-         store is closed and reopened every {} commands during the build (a precaution: one \
-         early build saw its write-ahead log grow without being checkpointed).\n",
+         batches through `Store::record_commands` into a SQLite database in {} ({} with its \
+         trigram index), which took {:.0} s.{reuse_note}{limit_note} Each term is then searched \
+         with `Store::search_commands` and the limit `custos commands search` uses by default \
+         (the newest {}), once per run. The search walks the trigram index from the newest \
+         command back and stops at the limit, so a common term costs about what a rare one \
+         does. The store is closed and reopened every {} commands during the build (a \
+         precaution: one early build saw its write-ahead log grow without being \
+         checkpointed).\n",
         num(s.commands as f64),
         num(s.sessions as f64),
         s.location,

@@ -139,17 +139,23 @@ fn gateway_binary() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-#[test]
-fn setup_report() {
+/// Runs the harness with the gateway binary beside it; `None` (the test skips) without one.
+fn run_with_gateway(args: &[&str]) -> Option<String> {
     let Some(gateway) = gateway_binary() else {
         eprintln!("skipped: no custos binary beside {BIN} (cargo build -p custos)");
-        return;
+        return None;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let report = run(
-        dir.path(),
-        &["setup", "--custos", gateway.to_str().expect("UTF-8 path")],
-    );
+    let mut args = args.to_vec();
+    args.extend(["--custos", gateway.to_str().expect("UTF-8 path")]);
+    Some(run(dir.path(), &args))
+}
+
+#[test]
+fn setup_report() {
+    let Some(report) = run_with_gateway(&["setup"]) else {
+        return;
+    };
     assert_well_formed(&report, &["## 3. Throughput and set-up"]);
     for way in [
         "| direct ssh |",
@@ -163,16 +169,39 @@ fn setup_report() {
 
 #[test]
 fn latency_report() {
-    let Some(gateway) = gateway_binary() else {
-        eprintln!("skipped: no custos binary beside {BIN} (cargo build -p custos)");
+    let Some(report) = run_with_gateway(&["latency"]) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report = run(
-        dir.path(),
-        &["latency", "--custos", gateway.to_str().expect("UTF-8 path")],
-    );
     assert_well_formed(&report, &["## 8. Latency"]);
     assert!(report.contains("| Custos gateway |"), "{report}");
     assert!(report.contains("to the p99 keystroke echo"), "{report}");
+}
+
+#[test]
+fn reliability_report() {
+    let Some(report) = run_with_gateway(&["reliability", "--transfers", "2"]) else {
+        return;
+    };
+    assert_well_formed(&report, &["## 9. Reliability"]);
+    assert!(report.contains("| Good transfers | 2 of 2 |"), "{report}");
+    assert!(report.contains("| Hangs | 0 |"), "{report}");
+}
+
+#[test]
+fn concurrency_report() {
+    let Some(report) =
+        run_with_gateway(&["concurrency", "--sessions", "5", "--concurrency-secs", "2"])
+    else {
+        return;
+    };
+    assert_well_formed(&report, &["## 10. Concurrency"]);
+    assert!(report.contains("| Sessions open | 5 (5 – 5) |"), "{report}");
+    assert!(
+        report.contains("| Sessions dropped | 0 (0 – 0) |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Gateway RSS per idle session, MiB"),
+        "{report}"
+    );
 }
