@@ -121,7 +121,7 @@ struct Opts {
     /// system temporary directory).
     #[arg(long, global = true)]
     search_dir: Option<PathBuf>,
-    /// Keystrokes timed per way and run for the latency figure (default 200, or 40 with
+    /// Keystrokes timed per way and run for the latency figure (default 400, or 40 with
     /// --quick).
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     keys: Option<u32>,
@@ -211,7 +211,7 @@ fn run(cli: &Cli) -> Result<()> {
             results.network = Some(network::run(&fixture, runs, mb * 1_000_000, parts)?);
         }
         if wants(What::Latency) {
-            let keys = o.keys.map_or(if quick { 40 } else { 200 }, |k| k as usize);
+            let keys = o.keys.map_or(if quick { 40 } else { 400 }, |k| k as usize);
             eprintln!("latency: {runs} runs of {keys} keystrokes each way");
             results.latency = Some(latency::run(&fixture, runs, keys)?);
         }

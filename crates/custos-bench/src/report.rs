@@ -901,11 +901,16 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
     let _ = writeln!(
         out,
         "`ssh -tt` on a pseudo-terminal of its own, with an interactive shell on the target, \
-         reached the three ways of figure 3. One letter at a time, 20 ms apart, timed from the \
-         write to the terminal to the echo read back; {} keys per way and run, the ways taking \
-         turns. The local terminal and reading thread are in every figure; the added time \
-         over direct ssh is what a way costs.\n",
-        l.keys_per_run
+         reached the three ways of figure 3. One letter at a time, timed from the write to the \
+         terminal to the echo read back; {} keys per way and run, the ways taking turns key by \
+         key ({} ms between two keys of one session), so that whatever else the machine does \
+         falls on all of them alike. The local terminal and reading thread are in every \
+         figure; the added time over direct ssh is what a way costs. The percentiles are of \
+         every key of every run ({} per way); the spread in brackets is that of the runs' own \
+         percentiles.\n",
+        l.keys_per_run,
+        crate::latency::KEY_GAP.as_millis(),
+        l.ways.first().map_or(0, |w| w.all_ms.values().len())
     );
     let _ = writeln!(
         out,
@@ -915,10 +920,14 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
         let (a50, a99) = l.added(w.way).unwrap_or((f64::NAN, f64::NAN));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} ({} – {}) | {} ({} – {}) | {} | {} |",
             w.way.label(),
-            spread(&w.p50_ms),
-            spread(&w.p99_ms),
+            num(w.all_ms.median()),
+            num(w.p50_ms.min()),
+            num(w.p50_ms.max()),
+            num(w.all_ms.quantile(0.99)),
+            num(w.p99_ms.min()),
+            num(w.p99_ms.max()),
             num(a50),
             num(a99)
         );
