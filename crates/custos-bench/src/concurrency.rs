@@ -560,9 +560,11 @@ async fn open(i: usize, plan: &Plan) -> Result<Open> {
         channel,
         seen: Vec::new(),
     };
-    // History off so that the shells leave nothing behind; the quotes keep the echo of the
-    // line from looking like its answer.
-    let line = format!(" unset HISTFILE; echo 'rea''dy-'{i}\r");
+    // History off so that the shells leave nothing behind, and no prompt command: a login's
+    // dotfiles may run programs at every prompt (a version manager's hook, say), which would
+    // measure them rather than the gateway. The quotes keep the echo of the line from looking
+    // like its answer.
+    let line = format!(" unset HISTFILE PROMPT_COMMAND; echo 'rea''dy-'{i}\r");
     s.channel
         .data(line.as_bytes())
         .await

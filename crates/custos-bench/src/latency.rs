@@ -62,8 +62,9 @@ impl LatencyResult {
 fn open(fixture: &Fixture, way: Way) -> Result<Pty> {
     let cmd = fixture.ssh_with(way, &["-tt"]);
     let mut pty = Pty::spawn(cmd, 120, 40).with_context(|| format!("ssh ({})", way.label()))?;
-    // The quotes keep the echo of this line from looking like the prompt.
-    pty.send_line("PS1='ben''ch> '")?;
+    // The quotes keep the echo of this line from looking like the prompt. No prompt command:
+    // a login's dotfiles may run programs at every prompt.
+    pty.send_line("unset PROMPT_COMMAND; PS1='ben''ch> '")?;
     pty.expect(PROMPT, WAIT)
         .with_context(|| format!("no prompt ({})", way.label()))?;
     Ok(pty)

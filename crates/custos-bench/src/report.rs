@@ -476,7 +476,9 @@ fn concurrency_section(out: &mut String, c: &ConcurrencyResult) {
         "{} sessions per run, {} run{}, opened inside the harness with the russh client \
          through `custos serve` (recording, command audit and the default rules on) to the \
          private OpenSSH target, each its own connection with a PTY and a shell, {} logins in \
-         flight at a time. \
+         flight at a time; each shell first turns off its history and its prompt command (the \
+         login's dotfiles may run programs at every prompt, which would measure them rather \
+         than the gateway). \
          Once all are open and have been idle for {} s, the gateway's memory (VmRSS from \
          /proc/PID/status; Pss and Private from /proc/PID/smaps_rollup) is compared with its \
          memory before the first session ({} RSS); the `sshd` processes under the target's \
