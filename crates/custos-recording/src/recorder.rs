@@ -54,8 +54,8 @@ impl Default for RecorderConfig {
     fn default() -> Self {
         Self {
             queue_len: 256,
-            keyframe_bytes: 256 * 1024,
-            keyframe_interval_us: 30_000_000,
+            keyframe_bytes: 1024 * 1024,
+            keyframe_interval_us: 300_000_000,
             flush_bytes: 1024 * 1024,
             flush_age: Duration::from_secs(1),
             echo_timeout_us: custos_term::DEFAULT_ECHO_TIMEOUT_US,
@@ -551,6 +551,16 @@ impl Task {
     async fn emit(&mut self, ev: Event) {
         if self.failed {
             return;
+        }
+        // A segment also ends when its events span the flush age in session time, not only
+        // when it has been open that long by the clock: the two agree while a session runs
+        // (events are stamped as they happen), and a recording built from past events, as in
+        // an import or a benchmark, is then cut as the live one would have been.
+        if !self.seg.is_empty()
+            && ev.time_us.saturating_sub(self.seg.first_time_us)
+                >= self.cfg.flush_age.as_micros() as u64
+        {
+            self.flush().await;
         }
         let pty_output = matches!(ev.kind, EventKind::Output(_) | EventKind::Stderr(_))
             && self.channels.contains_key(&ev.channel);

@@ -15,8 +15,15 @@ use crate::format::{
 };
 use crate::keys::RecordingKeys;
 
-/// zstd level: fast, still a large gain on terminal output.
+/// zstd level of large segments (a bulk transfer fills one every megabyte): fast, still a
+/// large gain on terminal output.
 const ZSTD_LEVEL: i32 = 3;
+/// zstd level of small segments. Interactive work writes a small segment about once a second
+/// (the flush age), so a stronger level costs little in total and is where most sessions'
+/// bytes are: about a fifth smaller than at the fast level on interactive output.
+const ZSTD_LEVEL_SMALL: i32 = 12;
+/// Segments up to this many bytes of events use [`ZSTD_LEVEL_SMALL`].
+const SMALL_SEGMENT: usize = 64 * 1024;
 
 /// Totals returned when a recording is sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +170,12 @@ impl FileWriter {
     pub fn write_segment(&mut self, seg: &SegmentBuf) -> Result<(), RecordingError> {
         let raw_len = u32::try_from(seg.data.len())
             .map_err(|_| RecordingError::Failed("segment too large".into()))?;
-        let mut ct = zstd::bulk::compress(&seg.data, ZSTD_LEVEL)
+        let level = if seg.data.len() <= SMALL_SEGMENT {
+            ZSTD_LEVEL_SMALL
+        } else {
+            ZSTD_LEVEL
+        };
+        let mut ct = zstd::bulk::compress(&seg.data, level)
             .map_err(|e| RecordingError::Failed(format!("compression failed: {e}")))?;
         let header = SegmentHeader {
             seq: self.next_seq,

@@ -479,3 +479,23 @@ async fn events_are_held_in_order_behind_undecided_input() {
     want[7] = ev(40, 0, EventKind::InputRedacted);
     assert_eq!(got, want);
 }
+
+/// Events that span more than the flush age in session time end up in several segments even
+/// when they arrive all at once, as the live recorder would have cut them.
+#[tokio::test]
+async fn segments_are_cut_by_session_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("timed.rec");
+    let mut events = long_session(0);
+    let start = events.last().map_or(0, |e| e.time_us);
+    for i in 0..10u64 {
+        events.push(ev(
+            start + (i + 1) * 1_500_000,
+            0,
+            EventKind::Output(bytes::Bytes::from(format!("line {i}\r\n"))),
+        ));
+    }
+    let summary = record(&path, RecorderConfig::default(), events).await;
+    assert!(summary.segments >= 10, "{summary:?}");
+    verify(&path, keys().verifying_key()).expect("verify");
+}
