@@ -797,9 +797,16 @@ fn size_section(out: &mut String, z: &SizeResult) {
          manifest) on one PTY channel, and the size of the sealed file compared with the real \
          `gzip -6` of the same raw output. Bulk output comes in {} KiB chunks; the interactive \
          session has its keystrokes as one-byte input events echoed one byte at a time, short \
-         command outputs and full-screen redraws. The recording holds more than gzip sees: the \
-         keystrokes, a timestamp per event, and a keyframe (the whole screen) every 256 KiB of \
-         output or 30 s, which is what makes seeking fast.\n",
+         command outputs and full-screen redraws, with the pauses of a person typing. The \
+         events carry their session times and the recorder cuts segments as it would live: \
+         after 1 MiB of events or 1 s of session time, whichever comes first. The recording \
+         holds more than gzip sees: the keystrokes, a timestamp per event, and a keyframe (the \
+         whole screen) every 1 MiB of output or 5 minutes, which is what makes seeking fast. \
+         Each segment is compressed on its own (zstd level 3 for large segments, 12 for those \
+         up to 64 KiB) so that any keyframe can be read without what precedes it; an \
+         interactive session's segments hold a second of work each, too little for the \
+         compressor to find much repetition, which is why that stream compresses worse than \
+         gzip does over the whole output.\n",
         size(z.bytes_per_stream as f64),
         crate::extraction::CHUNK / 1024
     );
