@@ -201,6 +201,10 @@ fn machine(out: &mut String) {
 }
 
 /// Renders the report.
+/// What profiling found and what changed, with before and after figures: a record kept with
+/// the harness, so that every report carries it.
+const PROFILING: &str = include_str!("profiling.md");
+
 pub fn render(r: &Results) -> String {
     let mut out = String::new();
     let date = time::OffsetDateTime::now_utc().date();
@@ -246,6 +250,8 @@ pub fn render(r: &Results) -> String {
     if let Some(c) = &r.concurrency {
         concurrency_section(&mut out, c);
     }
+    out.push_str(PROFILING);
+    out.push('\n');
     let _ = writeln!(
         out,
         "## Reproducing\n\n```sh\ncargo build --release -p custos -p custos-bench\n\
