@@ -28,6 +28,9 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 /// How long [`AuditLog::close`] keeps retrying a failing database before giving up.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+/// How long the writer gathers events after the first before writing them; `flush` returns
+/// this much later at most.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// When checkpoints are made and how large batches grow.
 #[derive(Clone, Debug)]
@@ -205,6 +208,11 @@ impl Writer {
                     _ = tick.tick() => checkpoint_due = true,
                     _ = tokio::time::sleep_until(wake), if backing_off => {}
                 }
+                // Group commit: events that arrive within GATHER of the first go with it, so
+                // that many sessions' events share one transaction and one disk flush.
+                if idle {
+                    self.gather().await;
+                }
             }
             self.drain();
             if self.ending && give_up_at.is_none() {
@@ -276,6 +284,18 @@ impl Writer {
     fn channel_done(&mut self) {
         self.rx_done = true;
         self.ending = true;
+    }
+
+    /// Takes what arrives within [`GATHER`], up to one batch.
+    async fn gather(&mut self) {
+        let until = Instant::now() + GATHER;
+        while !self.rx_done && !self.ending && self.pending.len() < self.max_batch {
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(m)) => self.take(m),
+                Ok(None) => self.channel_done(),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Takes what is queued without waiting, at most one batch worth, so that a steady stream

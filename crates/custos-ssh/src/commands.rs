@@ -34,6 +34,9 @@ enum Msg {
 
 /// The most queued messages handled in one round.
 const MAX_BATCH: usize = 2048;
+/// How long the writer gathers messages before storing them: commands appear in searches this
+/// much later, and the pumps never wait for it.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The last command of each channel of each session, to attach its exit status.
 type LastCommands = HashMap<Id, HashMap<u32, i64>>;
@@ -53,8 +56,18 @@ impl CommandWriter {
             let mut pending: Vec<CommandRecord> = Vec::new();
             let mut msgs = Vec::new();
             while rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
-                // Whatever is queued goes together: consecutive commands, from any session,
-                // are stored in one transaction, everything in the order it was sent.
+                // Group commit: what arrives within GATHER of the first message goes with it,
+                // so that sessions typing at once share one transaction (and one disk flush)
+                // instead of each taking its own; consecutive commands, from any session, are
+                // stored in one transaction, everything in the order it was sent.
+                let until = tokio::time::Instant::now() + GATHER;
+                while msgs.len() < MAX_BATCH {
+                    let room = MAX_BATCH - msgs.len();
+                    match tokio::time::timeout_at(until, rx.recv_many(&mut msgs, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
                 for msg in msgs.drain(..) {
                     let msg = match msg {
                         Msg::Command {
